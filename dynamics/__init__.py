@@ -1,0 +1,25 @@
+"""traindyn's simulator: models, tasks, optimizers, the scanned training loop, sweeps and
+observables. See ``dynamics.sweep`` for how a sweep becomes one compiled program."""
+
+from dynamics import observables, optimizers, parametrization, tasks
+from dynamics.flax_adapter import from_linen, from_nnx
+from dynamics.models import MLP
+from dynamics.optimizers import Optimizer
+from dynamics.spec import Spec
+from dynamics.sweeps import init_params, run, run_key, sweep
+
+__all__ = [
+    "MLP",
+    "Optimizer",
+    "Spec",
+    "from_linen",
+    "from_nnx",
+    "init_params",
+    "observables",
+    "optimizers",
+    "parametrization",
+    "run",
+    "run_key",
+    "sweep",
+    "tasks",
+]

@@ -1,0 +1,40 @@
+"""Elementwise activations by name.
+
+``linear`` gives deep linear networks (Saxe, McClelland & Ganguli 2014); ``erf`` has
+closed-form infinite-width kernels (Williams 1997); ``gelu`` is the exact form
+x * Phi(x) (Hendrycks & Gimpel 2016), not the tanh approximation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def _linear(x):
+    return x
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "linear": _linear,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "erf": jax.scipy.special.erf,
+    "gelu": _gelu,
+}
+
+
+def get(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation called ``name``; ``ValueError`` listing the known ones otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}"
+        ) from None

@@ -1,0 +1,210 @@
+"""Observables: what the training loop measures at its log points.
+
+An observable is a small frozen object with two things (the optax style of ``init`` /
+``update`` pairs, reduced to what a measurement needs):
+
+* ``every``: its stride in log points (1: every log point). The loop evaluates it under a
+  ``lax.cond`` on the log-point counter, which is the same for every run of a sweep (not
+  batched), so its cost is paid only at its own stride; other log points hold NaN.
+* ``__call__(ctx) -> dict[str, Array]``: the values at one log point for one run, as a
+  function of a ``Context``. Arrays may have trailing dimensions; ``dims`` names them
+  (e.g. ``{"top_eigenvalues": ("eigen_index",)}``).
+
+The loop knows nothing about any particular observable: the NTK and Hessian observables
+plug in by subclassing ``Observable``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, ClassVar, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from dynamics.losses import accuracy
+
+
+class Context:
+    """What an observable may look at, for one run at one log point.
+
+    ``outputs(params, split)`` gives the network outputs on ``"train"`` or ``"test"``,
+    centred when the model is (``f(theta) - f(theta0)``). Derived quantities are cached
+    per trace, so observables that share them compute them once.
+    """
+
+    def __init__(
+        self,
+        *,
+        params,
+        params0,
+        hparams: Mapping[str, Any],
+        step,
+        log_index,
+        data: Mapping[str, Any],
+        outputs: Callable,
+        loss: Callable,
+        classification: bool,
+        key,
+    ):
+        self.params = params
+        self.params0 = params0
+        self.hparams = hparams
+        self.step = step
+        self.log_index = log_index
+        self.data = data
+        self.outputs = outputs
+        self.loss = loss
+        self.classification = classification
+        self.key = key
+
+    def fork(self) -> "Context":
+        """The same inputs with an empty cache, for use inside another trace (a
+        ``lax.cond`` branch), so that no cached value leaks between traces."""
+        fields = ("params", "params0", "hparams", "step", "log_index", "data", "outputs",
+                  "loss", "classification", "key")
+        return Context(**{f: getattr(self, f) for f in fields})
+
+    @functools.cached_property
+    def train_outputs(self):
+        return self.outputs(self.params, "train")
+
+    @functools.cached_property
+    def test_outputs(self):
+        return self.outputs(self.params, "test")
+
+    @functools.cached_property
+    def train_loss_and_grad(self):
+        """Full-batch training loss and its gradient in the parameters."""
+
+        def loss_of(params):
+            return self.loss(self.outputs(params, "train"), self.data["y_train"])
+
+        return jax.value_and_grad(loss_of)(self.params)
+
+
+def global_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Observable:
+    every: int = 1
+    dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    def __call__(self, ctx: Context) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def applies_to(self, classification: bool) -> bool:
+        del classification
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss(Observable):
+    """``train_loss`` (full training set, training targets with their label noise) and
+    ``test_loss``, in the normalisation of ``dynamics.losses``."""
+
+    def __call__(self, ctx):
+        return {
+            "train_loss": ctx.train_loss_and_grad[0],
+            "test_loss": ctx.loss(ctx.test_outputs, ctx.data["y_test"]),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Accuracy(Observable):
+    """``train_accuracy`` and ``test_accuracy`` (classification tasks only)."""
+
+    def applies_to(self, classification):
+        return classification
+
+    def __call__(self, ctx):
+        return {
+            "train_accuracy": accuracy(ctx.train_outputs, ctx.data["y_train"]),
+            "test_accuracy": accuracy(ctx.test_outputs, ctx.data["y_test"]),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamNorm(Observable):
+    """``param_norm = ||theta||_2`` over all parameters."""
+
+    def __call__(self, ctx):
+        return {"param_norm": global_norm(ctx.params)}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightChange(Observable):
+    """``relative_weight_change = ||theta - theta0|| / ||theta0||``; in the lazy regime it
+    is ``O(1/alpha)`` (Chizat, Oyallon & Bach 2019, Thm 2.3) and ``O(1/sqrt N)`` in the NTK
+    parametrization (Jacot et al. 2018)."""
+
+    def __call__(self, ctx):
+        delta = jax.tree.map(jnp.subtract, ctx.params, ctx.params0)
+        return {"relative_weight_change": global_norm(delta) / global_norm(ctx.params0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GradNorm(Observable):
+    """``grad_norm = ||grad_theta L_train||_2`` of the full-batch training loss."""
+
+    def __call__(self, ctx):
+        return {"grad_norm": global_norm(ctx.train_loss_and_grad[1])}
+
+
+DEFAULT = (Loss(), Accuracy(), ParamNorm(), WeightChange(), GradNorm())
+
+REGISTRY: dict[str, Observable] = {
+    "loss": Loss(),
+    "accuracy": Accuracy(),
+    "param_norm": ParamNorm(),
+    "relative_weight_change": WeightChange(),
+    "grad_norm": GradNorm(),
+}
+
+
+def resolve(observables) -> tuple[Observable, ...]:
+    """Observable objects from a mix of objects, registry names and ``"default"``."""
+    out: list[Observable] = []
+    for o in observables:
+        if isinstance(o, Observable):
+            items = [o]
+        elif o == "default":
+            items = list(DEFAULT)
+        elif isinstance(o, str) and o in REGISTRY:
+            items = [REGISTRY[o]]
+        else:
+            raise ValueError(
+                f"observables must be Observable objects or names in "
+                f"{['default', *REGISTRY]}, got {o!r}"
+            )
+        for item in items:
+            if not isinstance(item.every, int) or item.every < 1:
+                raise ValueError(f"{type(item).__name__}.every must be an int >= 1, got {item.every!r}")
+            if item not in out:
+                out.append(item)
+    return tuple(out)
+
+
+def evaluate(observables, ctx: Context) -> dict[str, jax.Array]:
+    """All observables at one log point; strided ones under a ``lax.cond`` on the
+    (unbatched) log-point counter, NaN where skipped."""
+    values: dict[str, jax.Array] = {}
+    for obs in observables:
+        if not obs.applies_to(ctx.classification):
+            continue
+        if obs.every == 1:
+            out = obs(ctx)
+        else:
+            shapes = jax.eval_shape(lambda: obs(ctx.fork()))
+            skipped = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+            out = jax.lax.cond(
+                ctx.log_index % obs.every == 0, lambda: obs(ctx.fork()), lambda: skipped
+            )
+        for name, value in out.items():
+            if name in values:
+                raise ValueError(f"two observables both produce {name!r}")
+            values[name] = value
+    return values

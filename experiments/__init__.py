@@ -1,0 +1,20 @@
+"""Reproduced results, one module each, and the ``traindyn`` command line.
+
+Every experiment module defines ``NAME``, ``TITLE``, ``PRESETS`` (``"quick"``: under a
+minute on 2 CPU cores; ``"full"``: the figure of the paper), ``run(**preset) -> Dataset``,
+``check(ds) -> list[Claim]`` and ``plot(ds, path)``; ``experiments.common.execute`` runs
+one and writes ``results.nc``, ``figure.png`` and ``summary.json``.
+"""
+
+import importlib
+
+EXPERIMENTS = {
+    "lazy-rich": "experiments.lazy_rich",
+    "saxe": "experiments.saxe",
+}
+
+
+def get(name: str):
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+    return importlib.import_module(EXPERIMENTS[name])

@@ -1,0 +1,132 @@
+"""``traindyn bench sweep``: a sweep of S runs against S separate calls of one jitted run.
+
+For each width and number of runs S, on the digits task (full batch), it times
+
+* ``serial``: S calls of the same jitted single run (compiled once), one after another;
+* every batching strategy of ``dynamics.sweeps`` (``vmap``, ``map``, ``chunked``,
+  ``loop``) and what ``auto`` picks,
+
+each after its compile (best of ``repeats``), and reports the time ratio
+``serial / strategy`` (> 1: faster than the serial loop) and the achieved FLOP rate as a
+fraction of a large square matmul (``2 n^3`` FLOPs) timed in the same process. FLOPs are
+counted analytically from the dense layers: forward ``2 B n_in n_out`` per layer, the
+backward pass the weight gradient ``2 B n_in n_out`` for every layer and the input
+gradient for every layer but the first; the observables' full-batch loss, gradient and
+test forward pass at each log point are counted the same way. Elementwise work is not
+counted, so the fraction is a lower bound on how busy the cores are.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dynamics as td
+from dynamics import sweeps
+
+
+def _best_time(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an ``n x n`` float32 matmul."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    return 2 * n**3 / _best_time(lambda: mm(a, b), repeats)
+
+
+def run_flops(spec: td.Spec) -> float:
+    """Dense-layer FLOPs of one run (module doc)."""
+    model, task = spec.model, spec.task
+    dims = list(zip(model.fan_ins(task.in_dim), model.fan_ins(task.in_dim)[1:] + (model.out_dim,)))
+    macs = sum(a * b for a, b in dims)
+    first = dims[0][0] * dims[0][1]
+    train_step = 2 * macs + 2 * macs + 2 * (macs - first)  # forward, weight grads, input grads
+    batch = spec.batch_size or task.n_train
+    per_log = (train_step * task.n_train) + 2 * macs * task.x_test.shape[0]
+    return spec.steps * train_step * batch + (spec.n_logs + 1) * per_log
+
+
+def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: int) -> dict:
+    model = td.MLP(width=width, depth=2, out_dim=task.out_dim, activation="tanh")
+    spec = td.Spec(model, task, td.optimizers.sgd(0.05), steps=steps, log_every=steps // 2,
+                   root_seed=seed)
+    seeds = list(range(n_runs))
+    lrs = np.linspace(0.02, 0.1, n_runs)
+
+    # The serial loop: S calls of one jitted single run.
+    runner = td.loop.make_run(spec)
+    single = jax.jit(runner.run)
+    defaults = spec.hparams()
+    keys = [sweeps.run_key(seed, s) for s in seeds]
+    hps = [{**{k: jnp.float32(v) for k, v in defaults.items()}, "lr": jnp.float32(lr)}
+           for lr in lrs]
+
+    def serial():
+        return [single(k, h) for k, h in zip(keys, hps)]
+
+    t_serial = _best_time(serial, repeats)
+    flops = run_flops(spec) * n_runs
+    case = {"width": width, "runs": n_runs, "steps": steps,
+            "serial_seconds": round(t_serial, 4),
+            "serial_gflops": round(flops / t_serial / 1e9, 2),
+            "strategies": {}}
+    auto = sweeps.choose_strategy(spec, n_runs)
+    for strategy in sweeps.STRATEGIES:
+        s = td.Spec(**{**_fields(spec), "strategy": strategy})
+
+        def sweep_once():
+            return sweeps.batched_runs(s, seeds=np.asarray(seeds), hparams={"lr": lrs})
+
+        t = _best_time(sweep_once, repeats)
+        case["strategies"][strategy] = {
+            "seconds": round(t, 4),
+            "speedup_over_serial": round(t_serial / t, 3),
+            "gflops": round(flops / t / 1e9, 2),
+        }
+    case["auto"] = auto
+    return case
+
+
+def _fields(spec):
+    import dataclasses
+
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+
+
+def main(quick: bool = False, seed: int = 0) -> dict:
+    widths = (64, 256) if quick else (64, 256, 512)
+    runs = (4, 16) if quick else (8, 64)
+    steps = 10 if quick else 20
+    repeats = 1 if quick else 2
+    task = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
+    peak = matmul_rate(1024 if quick else 2048)
+    cases = []
+    for width in widths:
+        for n in runs:
+            case = bench_case(task, width, n, steps, repeats, seed)
+            for entry in [case] + list(case["strategies"].values()):
+                key = "serial_gflops" if entry is case else "gflops"
+                entry["fraction_of_matmul"] = round(entry[key] * 1e9 / peak, 3)
+            cases.append(case)
+    return {
+        "benchmark": "sweep",
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "matmul_gflops": round(peak / 1e9, 2),
+        "task": task.summary(),
+        "model": "MLP depth 2 tanh, full-batch GD",
+        "cases": cases,
+        "versions": sweeps.versions(),
+    }

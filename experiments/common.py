@@ -1,0 +1,83 @@
+"""What every experiment shares: claims and the files a run writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One checkable statement: ``measured`` compared with ``target`` by ``relation``
+    (``"<="``, ``">="``, or ``"within"`` for ``|measured - target| <= tolerance``)."""
+
+    name: str
+    measured: float
+    target: float
+    relation: str
+    tolerance: float = 0.0
+    description: str = ""
+
+    @property
+    def passed(self) -> bool:
+        m, t = float(self.measured), float(self.target)
+        if not math.isfinite(m):
+            return False
+        if self.relation == "<=":
+            return m <= t
+        if self.relation == ">=":
+            return m >= t
+        if self.relation == "within":
+            return abs(m - t) <= self.tolerance
+        raise ValueError(f"relation must be '<=', '>=' or 'within', got {self.relation!r}")
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "measured": float(self.measured),
+                "target": float(self.target), "passed": self.passed}
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x."""
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def save_dataset(ds, path) -> None:
+    ds.to_netcdf(path)
+
+
+def execute(module, preset: str = "quick", out: str | pathlib.Path | None = None) -> dict:
+    """Run experiment ``module`` with ``preset``; write results.nc, figure.png and
+    summary.json to ``out`` and return the summary."""
+    if preset not in module.PRESETS:
+        raise ValueError(f"preset must be one of {sorted(module.PRESETS)}, got {preset!r}")
+    out = pathlib.Path(out or f"results/{module.NAME}")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ds = module.run(**module.PRESETS[preset])
+    seconds = time.perf_counter() - start
+    claims = module.check(ds)
+    ds.attrs["experiment"] = module.NAME
+    ds.attrs["preset"] = preset
+    save_dataset(ds, out / "results.nc")
+    module.plot(ds, out / "figure.png")
+    plt.close("all")
+    summary = {
+        "experiment": module.NAME,
+        "title": module.TITLE,
+        "preset": preset,
+        "seconds": round(seconds, 2),
+        "passed": all(c.passed for c in claims),
+        "claims": [c.as_dict() for c in claims],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
