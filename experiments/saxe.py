@@ -261,32 +261,15 @@ def decoupled_init(modes: Modes, width: int, u0: float, seed: int = 0):
     return decoupled_balanced_init
 
 
-def random_init(in_dim: int, width: int, out_dim: int, init_std: float, seeds, root_seed=0,
-                draw_seed: int = 0):
-    """``init(key, x, hparams)``: i.i.d. ``N(0, init_std^2)`` entries in both layers.
-
-    The draws are made here with numpy (stream ``[draw_seed, 7, seed]``) for the runs
-    ``seeds`` of a sweep, and the init picks the draw of the run whose key it is given
-    (the loop calls ``init(fold_in(run_key(root_seed, seed), 0), ...)``): the same
-    distribution as ``jax.random.normal`` inside the program, without its compile time
-    (threefry costs seconds of XLA compilation on a small CPU). A key of no listed run
-    gets NaN parameters, which the loop reports as a divergence at step 0.
-    """
-    seeds = [int(z) for z in seeds]
-    draws = [init_std * np.random.default_rng([draw_seed, 7, z]).standard_normal(
-        (in_dim + out_dim, width)) for z in seeds]
-    w1t = np.stack([d[:in_dim] for d in draws])  # (runs, D, N) = W1^T
-    w2t = np.stack([d[in_dim:].T for d in draws])  # (runs, N, K) = W2^T
-    keys = np.stack([np.asarray(jax.random.fold_in(td.run_key(root_seed, z), 0))
-                     for z in seeds])
+def random_init(width: int, out_dim: int, init_std: float):
+    """``init(key, x, hparams)``: i.i.d. ``N(0, init_std^2)`` entries in both layers (the
+    small random initialisation of Saxe et al., Sec. 3), drawn from the run's key."""
 
     def small_gaussian_init(key, x, hparams):
-        del x, hparams
-        dt = _float_dtype()
-        match = jnp.all(jnp.asarray(keys) == key, axis=-1)
-        i = jnp.argmax(match)
-        nan = jnp.where(jnp.any(match), 0.0, jnp.nan).astype(dt)
-        return ({"w": jnp.asarray(w1t, dt)[i] + nan}, {"w": jnp.asarray(w2t, dt)[i] + nan})
+        del hparams
+        k1, k2 = jax.random.split(key)
+        return ({"w": init_std * jax.random.normal(k1, (x.shape[-1], width), x.dtype)},
+                {"w": init_std * jax.random.normal(k2, (width, out_dim), x.dtype)})
 
     return small_gaussian_init
 
@@ -446,7 +429,7 @@ def simulate_random(task, modes, *, width, init_std, lr, steps, log_every, seeds
     """The small-random-init runs ``seed = 0..seeds-1`` (one vmapped program): a dict of
     mode strengths ``(seed, mode, log)``, coupling ``(seed, log)``, the initial ``a0 = W1 v``
     and ``b0 = W2^T u`` ``(seed, mode, N)`` and ``diverged_at``."""
-    init = random_init(task.in_dim, width, task.out_dim, init_std, range(seeds))
+    init = random_init(width, task.out_dim, init_std)
     spec = _spec(task, modes, width, steps, log_every, init)
     ds, states = td.sweep(spec, seed=list(range(seeds)), lr=lr, return_state=True)
     p0 = states[()].params0  # leaves (seed, lr, ...)
