@@ -210,3 +210,23 @@ def test_auto_strategy_is_recorded_and_valid(task):
     spec = small_spec(task)
     assert sweeps.choose_strategy(spec, 8) in ("vmap", "loop")
     assert sweeps.choose_strategy(spec, 1) == "loop"
+
+
+def test_a_flax_model_trains_in_a_sweep(task):
+    import flax.linen as nn
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(task.out_dim)(jnp.tanh(nn.Dense(16)(x)))
+
+    spec = small_spec(task, model=td.from_linen(Tiny(), center=True))
+    ds = td.sweep(spec, seed=range(2), output_scale=[1.0, 2.0])
+    # centred: zero output at init, so the initial loss is mean ||y||^2 for every run
+    expected = np.mean(np.sum(task.y_train**2, axis=1))
+    np.testing.assert_allclose(ds.train_loss.isel(step=0).values, expected, rtol=1e-6)
+    assert (ds.train_loss.isel(step=-1) < 0.9 * ds.train_loss.isel(step=0)).all()
+    # seed k's flax init is the module's own init with key fold_in(run_key, 0)
+    params0 = td.init_params(spec, seed=1)
+    direct = Tiny().init(jax.random.fold_in(td.run_key(0, 1), 0), task.x_train)["params"]
+    assert leaves_equal(params0, direct)
