@@ -137,9 +137,11 @@ class ParamNorm(Observable):
 
 @dataclasses.dataclass(frozen=True)
 class WeightChange(Observable):
-    """``relative_weight_change = ||theta - theta0|| / ||theta0||``; in the lazy regime it
-    is ``O(1/alpha)`` (Chizat, Oyallon & Bach 2019, Thm 2.3) and ``O(1/sqrt N)`` in the NTK
-    parametrization (Jacot et al. 2018)."""
+    """``relative_weight_change = ||theta - theta0|| / ||theta0||`` (Frobenius, over all
+    parameters); in the lazy regime it is ``O(1/alpha)`` (Chizat, Oyallon & Bach 2019,
+    Thm 2.3), and in the NTK parametrization it falls with width (``O(1/sqrt N)`` for the
+    first layer, ``O(1/N)`` for ``N x N`` hidden matrices; see
+    ``dynamics.parametrization``)."""
 
     def __call__(self, ctx):
         delta = jax.tree.map(jnp.subtract, ctx.params, ctx.params0)

@@ -32,8 +32,9 @@ name          s_l (weight std)      m_l (multiplier)     t_l          beta_l    
   ``sigma_w = 1``). The empirical NTK grows linearly with ``N``, so a fixed learning rate
   diverges as the network widens.
 * **ntk**: Jacot, Gabriel & Hongler (2018), eq. 1 (``beta = sigma_b``). Outputs and the
-  NTK are ``O(1)`` in ``N``; the relative change of each weight is ``O(1/sqrt N)``
-  (lazy training).
+  NTK are ``O(1)`` in ``N``; training is lazy: the features move by ``O(1/sqrt N)``, the
+  first layer's weights by ``O(1/sqrt N)`` relative to their norm, and an ``N x N``
+  hidden matrix by ``O(1/N)`` in Frobenius norm (``O(1/sqrt N)`` in operator norm).
 * **mup**: the mean-field / maximal-update parametrization in the form of Bordelon &
   Pehlevan (2022), eq. 1-3: ``h^{l+1} = W^l phi(h^l) / sqrt(N)``,
   ``f = w^L . phi(h^L) / (gamma0 N)``, weights ``N(0, 1)``, trained by
@@ -44,7 +45,8 @@ name          s_l (weight std)      m_l (multiplier)     t_l          beta_l    
   initialisation are ``O(1/(gamma0 sqrt N))`` and the change of ``f`` and of the hidden
   features after a step are ``O(1)`` and ``O(gamma0)`` in ``N``. These learning-rate
   multipliers are those of gradient descent (SGD, momentum); adaptive optimizers need
-  another table (Yang et al. 2022, Table 3) and are refused with ``mup``.
+  another table (Yang et al. 2022, Table 3) and are refused with ``mup``. For
+  ``depth = 0`` (a linear model) the readout's fan-in ``D`` stands in for ``N``.
 
 Every quantity here may be a traced JAX value (swept hyperparameters).
 """

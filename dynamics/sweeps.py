@@ -116,15 +116,26 @@ def batched_runs(spec: Spec, seeds, hparams: dict | None = None):
     dtype = _dtype(spec)
     hparams = hparams or {}
     hp = {
-        k: jnp.asarray(np.asarray(hparams[k]) if k in hparams else np.full(n_runs, v), dtype)
+        k: np.asarray(hparams[k] if k in hparams else np.full(n_runs, v), dtype)
         for k, v in spec.hparams().items()
     }
-    keys = jax.vmap(lambda seed: run_key(spec.root_seed, seed))(jnp.asarray(seeds, jnp.uint32))
+    keys = np.asarray(_run_keys(spec.root_seed, np.asarray(seeds, np.uint32)))
     strategy = choose_strategy(spec, n_runs)
     program = _program(spec, strategy)
     if strategy != "loop":
         return program(keys, hp)
     outs = [program(keys[i], {k: v[i] for k, v in hp.items()}) for i in range(n_runs)]
+    return _stack_runs(outs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_keys(root_seed: int, seeds):
+    return jax.vmap(lambda seed: run_key(root_seed, seed))(seeds)
+
+
+@jax.jit
+def _stack_runs(outs):
+    """Stack a list of per-run pytrees along a new leading axis, in one dispatch."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
 

@@ -6,7 +6,7 @@ For each width and number of runs S, on the digits task (full batch), it times
 * every batching strategy of ``dynamics.sweeps`` (``vmap``, ``map``, ``chunked``,
   ``loop``) and what ``auto`` picks,
 
-each after its compile (best of ``repeats``), and reports the time ratio
+each after its compile (best of ``repeats``, interleaved), and reports the time ratio
 ``serial / strategy`` (> 1: faster than the serial loop) and the achieved FLOP rate as a
 fraction of a large square matmul (``2 n^3`` FLOPs) timed in the same process. FLOPs are
 counted analytically from the dense layers: forward ``2 B n_in n_out`` per layer, the
@@ -18,6 +18,8 @@ counted, so the fraction is a lower bound on how busy the cores are.
 
 from __future__ import annotations
 
+import functools
+import sys
 import time
 
 import jax
@@ -28,14 +30,22 @@ import dynamics as td
 from dynamics import sweeps
 
 
-def _best_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _best_times(fns: dict, repeats: int) -> dict:
+    """Best wall time of each function after one warm-up (compile) call; the repeats are
+    interleaved across the functions so that a slow spell of the machine hits all alike."""
+    for fn in fns.values():
         jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def _best_time(fn, repeats: int) -> float:
+    return _best_times({"fn": fn}, repeats)["fn"]
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -76,7 +86,13 @@ def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: in
     def serial():
         return [single(k, h) for k, h in zip(keys, hps)]
 
-    t_serial = _best_time(serial, repeats)
+    fns = {"serial": serial}
+    for strategy in sweeps.STRATEGIES:
+        s = td.Spec(**{**_fields(spec), "strategy": strategy})
+        fns[strategy] = functools.partial(
+            sweeps.batched_runs, s, seeds=np.asarray(seeds), hparams={"lr": lrs})
+    times = _best_times(fns, repeats)
+    t_serial = times["serial"]
     flops = run_flops(spec) * n_runs
     case = {"width": width, "runs": n_runs, "steps": steps,
             "serial_seconds": round(t_serial, 4),
@@ -84,18 +100,14 @@ def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: in
             "strategies": {}}
     auto = sweeps.choose_strategy(spec, n_runs)
     for strategy in sweeps.STRATEGIES:
-        s = td.Spec(**{**_fields(spec), "strategy": strategy})
-
-        def sweep_once():
-            return sweeps.batched_runs(s, seeds=np.asarray(seeds), hparams={"lr": lrs})
-
-        t = _best_time(sweep_once, repeats)
+        t = times[strategy]
         case["strategies"][strategy] = {
             "seconds": round(t, 4),
             "speedup_over_serial": round(t_serial / t, 3),
             "gflops": round(flops / t / 1e9, 2),
         }
     case["auto"] = auto
+    case["auto_speedup_over_serial"] = case["strategies"][auto]["speedup_over_serial"]
     return case
 
 
@@ -107,20 +119,29 @@ def _fields(spec):
 
 def main(quick: bool = False, seed: int = 0) -> dict:
     cases_wanted = ([(32, 4)] if quick else
-                    [(64, 8), (64, 64), (256, 8), (256, 64), (512, 8), (512, 32)])
+                    [(64, 8), (64, 64), (256, 8), (256, 64), (512, 16)])
     steps = 10
-    repeats = 1 if quick else 2
+    repeats = 1 if quick else 3
     task = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
     peak = matmul_rate(1024 if quick else 2048)
     cases = []
     for width, n in cases_wanted:
         case = bench_case(task, width, n, steps, repeats, seed)
+        print(f"width {width}, {n} runs: serial {case['serial_seconds']} s, "
+              + ", ".join(f"{k} x{v['speedup_over_serial']}" for k, v in case["strategies"].items()),
+              file=sys.stderr, flush=True)
         for entry in [case] + list(case["strategies"].values()):
             key = "serial_gflops" if entry is case else "gflops"
             entry["fraction_of_matmul"] = round(entry[key] * 1e9 / peak, 3)
         cases.append(case)
+    wide = [c for c in cases if c["width"] >= 256]
     return {
         "benchmark": "sweep",
+        "summary": {
+            "auto_min_speedup_over_serial": min(c["auto_speedup_over_serial"] for c in cases),
+            "auto_min_fraction_of_matmul_width_ge_256": min(
+                (c["strategies"][c["auto"]]["fraction_of_matmul"] for c in wide), default=None),
+        },
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "matmul_gflops": round(peak / 1e9, 2),
