@@ -70,8 +70,8 @@ def run_flops(spec: td.Spec) -> float:
 
 def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: int) -> dict:
     model = td.MLP(width=width, depth=2, out_dim=task.out_dim, activation="tanh")
-    spec = td.Spec(model, task, td.optimizers.sgd(0.05), steps=steps, log_every=steps // 2,
-                   root_seed=seed)
+    spec = td.Spec(model, task, td.optimizers.sgd(0.05), steps=steps,
+                   log_every=min(10, steps // 2), root_seed=seed)
     seeds = list(range(n_runs))
     lrs = np.linspace(0.02, 0.1, n_runs)
 
@@ -119,9 +119,9 @@ def _fields(spec):
 
 def main(quick: bool = False, seed: int = 0) -> dict:
     cases_wanted = ([(32, 4)] if quick else
-                    [(64, 8), (64, 64), (256, 8), (256, 64), (512, 16)])
-    steps = 10
-    repeats = 1 if quick else 3
+                    [(64, 8), (64, 64), (256, 8), (256, 32), (512, 8)])
+    steps = 10 if quick else 50
+    repeats = 1 if quick else 2
     task = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
     peak = matmul_rate(1024 if quick else 2048)
     cases = []
