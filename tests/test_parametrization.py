@@ -360,12 +360,13 @@ def test_init_scales_follow_the_table(depth):
     assert abs(entries.std() - 1.0) < 4 / math.sqrt(2 * entries.size)
 
 
-@pytest.mark.parametrize("p", PARAMETRIZATIONS)
-@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize(
+    "p, depth",
+    # mup at depth 0 (readout fan-in D in place of N) is outside reference_forward's table
+    [(p, d) for p in PARAMETRIZATIONS for d in (0, 1, 2) if not (p == "mup" and d == 0)],
+)
 def test_apply_is_the_documented_table(p, depth):
     """MLP.apply is the forward pass written from the docstring, every scale != 1."""
-    if p == "mup" and depth == 0:
-        pytest.skip("mup's readout scale needs a hidden width")
     model = mlp(p, N_SMALL, depth, sigma_w=1.4, sigma_b=0.3, gamma0=0.7, output_scale=2.5)
     x = jnp.asarray(X)
     params = model.init(jax.random.PRNGKey(5), x)
