@@ -126,7 +126,7 @@ class Spec:
         if dataclasses.is_dataclass(self.model):
             for f in dataclasses.fields(self.model):
                 value = getattr(self.model, f.name)
-                if isinstance(value, (bool, int, str)) and f.name != "out_dim":
+                if isinstance(value, (bool, int, str)) and f.name not in ("out_dim", "kind", "name"):
                     names[f.name] = "model"
         return names
 

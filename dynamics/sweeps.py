@@ -257,7 +257,6 @@ def sweep(spec: Spec, *, return_state: bool = False, **axes):
     grid_values = [seeds] + list(value_axes.values())
     mesh = np.meshgrid(*grid_values, indexing="ij")
     flat = {n: m.reshape(-1) for n, m in zip(grid_names, mesh)}
-    n_runs = flat["seed"].size
 
     parts, states = [], {}
     for combo, s in zip(combos, specs):
