@@ -28,8 +28,8 @@ TITLE = "Lazy vs rich training (Chizat, Oyallon & Bach 2019) on digits"
 PRESETS = {
     "quick": dict(seeds=2, width=128, n_train=256, steps=400, log_every=20,
                   lrs=(0.5, 1.0), alphas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
-    "full": dict(seeds=8, width=512, n_train=1000, steps=4000, log_every=100,
-                 lrs=(0.25, 0.5, 1.0), alphas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)),
+    "full": dict(seeds=4, width=256, n_train=1000, steps=2000, log_every=50,
+                 lrs=(0.5, 1.0), alphas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
 }
 
 
