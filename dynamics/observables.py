@@ -67,8 +67,12 @@ class Context:
         return Context(**{f: getattr(self, f) for f in fields})
 
     @functools.cached_property
+    def _train_forward(self):
+        return jax.vjp(lambda p: self.outputs(p, "train"), self.params)
+
+    @functools.cached_property
     def train_outputs(self):
-        return self.outputs(self.params, "train")
+        return self._train_forward[0]
 
     @functools.cached_property
     def test_outputs(self):
@@ -76,12 +80,11 @@ class Context:
 
     @functools.cached_property
     def train_loss_and_grad(self):
-        """Full-batch training loss and its gradient in the parameters."""
-
-        def loss_of(params):
-            return self.loss(self.outputs(params, "train"), self.data["y_train"])
-
-        return jax.value_and_grad(loss_of)(self.params)
+        """Full-batch training loss and its gradient in the parameters (one forward pass,
+        shared with ``train_outputs``)."""
+        outputs, pullback = self._train_forward
+        loss, d_outputs = jax.value_and_grad(self.loss)(outputs, self.data["y_train"])
+        return loss, pullback(d_outputs)[0]
 
 
 def global_norm(tree):

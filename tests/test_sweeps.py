@@ -148,14 +148,22 @@ def test_full_batch_gd_on_linear_regression_matches_closed_form():
         model = td.MLP(depth=0, out_dim=1, parametrization="standard", bias=False)
         spec = td.Spec(model, task, td.optimizers.sgd(0.05), steps=30, log_every=10)
         ds, states = td.run(spec, seed=1, return_state=True)
-        w = np.asarray(states[()].params0[0]["w"], np.float64)
-        losses = []
+        w0 = w = np.asarray(states[()].params0[0]["w"], np.float64)
+        logged = {"train_loss": [], "grad_norm": [], "param_norm": [],
+                  "relative_weight_change": []}
         for t in range(31):
+            grad = (2 / 20) * X.T @ (X @ w - y)
             if t % 10 == 0:
-                losses.append(np.mean((X @ w - y) ** 2))
-            w = w - 0.05 * (2 / 20) * X.T @ (X @ w - y)
-        # float64 throughout: agreement to rounding of a 30-step recursion
-        np.testing.assert_allclose(ds.train_loss.values, losses, rtol=1e-12)
+                logged["train_loss"].append(np.mean((X @ w - y) ** 2))
+                logged["grad_norm"].append(np.linalg.norm(grad))
+                logged["param_norm"].append(np.linalg.norm(w))
+                logged["relative_weight_change"].append(
+                    np.linalg.norm(w - w0) / np.linalg.norm(w0))
+            w = w - 0.05 * grad
+        # float64 throughout: agreement to rounding of a 30-step recursion (the weight
+        # change starts at exactly 0, hence the absolute part)
+        for name, values in logged.items():
+            np.testing.assert_allclose(ds[name].values, values, rtol=1e-12, atol=1e-15)
 
 
 def test_minibatch_order_is_a_seeded_permutation_per_epoch(task):
