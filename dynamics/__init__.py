@@ -1,5 +1,5 @@
 """traindyn's simulator: models, tasks, optimizers, the scanned training loop, sweeps and
-observables. See ``dynamics.sweep`` for how a sweep becomes one compiled program."""
+observables. See ``dynamics.sweeps`` for how a sweep becomes one compiled program."""
 
 from dynamics import observables, optimizers, parametrization, tasks
 from dynamics.flax_adapter import from_linen, from_nnx

@@ -38,7 +38,7 @@ class Spec:
       (Chizat, Oyallon & Bach 2019, Sec. 2).
     * ``init``: optional ``init(key, x, hparams) -> params`` replacing ``model.init`` (for
       prescribed initial conditions, e.g. the decoupled initialisation of Saxe et al.).
-    * ``strategy``: how the runs of a sweep are batched (``dynamics.sweep``).
+    * ``strategy``: how the runs of a sweep are batched (``dynamics.sweeps``).
     * ``chunk_size``: runs per vmapped chunk for the ``"chunked"`` strategy.
     """
 
@@ -126,7 +126,8 @@ class Spec:
         if dataclasses.is_dataclass(self.model):
             for f in dataclasses.fields(self.model):
                 value = getattr(self.model, f.name)
-                if isinstance(value, (bool, int, str)) and f.name not in ("out_dim", "kind", "name"):
+                not_static = ("out_dim", "kind", "name")
+                if isinstance(value, (bool, int, str)) and f.name not in not_static:
                     names[f.name] = "model"
         return names
 

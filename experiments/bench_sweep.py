@@ -18,6 +18,7 @@ counted, so the fraction is a lower bound on how busy the cores are.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -88,9 +89,9 @@ def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: in
 
     fns = {"serial": serial}
     for strategy in sweeps.STRATEGIES:
-        s = td.Spec(**{**_fields(spec), "strategy": strategy})
         fns[strategy] = functools.partial(
-            sweeps.batched_runs, s, seeds=np.asarray(seeds), hparams={"lr": lrs})
+            sweeps.batched_runs, dataclasses.replace(spec, strategy=strategy),
+            seeds=np.asarray(seeds), hparams={"lr": lrs})
     times = _best_times(fns, repeats)
     t_serial = times["serial"]
     flops = run_flops(spec) * n_runs
@@ -109,12 +110,6 @@ def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: in
     case["auto"] = auto
     case["auto_speedup_over_serial"] = case["strategies"][auto]["speedup_over_serial"]
     return case
-
-
-def _fields(spec):
-    import dataclasses
-
-    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
 def main(quick: bool = False, seed: int = 0) -> dict:
