@@ -49,6 +49,10 @@ class TrainState(NamedTuple):
     key: jax.Array  # the run key
 
 
+def _rows(a, rows):
+    return a if a is None or rows is None else a[rows]
+
+
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -168,7 +172,8 @@ class Runner:
             log_index=log_index,
             data={"x_train": data["train"], "y_train": self._targets(hp),
                   "x_test": data["test"], "y_test": data["y_test"]},
-            outputs=lambda p, split: self._outputs(p, data[split], g0[split], hp),
+            outputs=lambda p, split, rows=None: self._outputs(
+                p, _rows(data[split], rows), _rows(g0[split], rows), hp),
             loss=losses.get(spec.task.loss),
             classification=spec.classification,
             key=jax.random.fold_in(jax.random.fold_in(state.key, 2), log_index),

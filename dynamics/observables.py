@@ -8,7 +8,8 @@ An observable is a small frozen object with two things (the optax style of ``ini
   batched), so its cost is paid only at its own stride; other log points hold NaN.
 * ``__call__(ctx) -> dict[str, Array]``: the values at one log point for one run, as a
   function of a ``Context``. Arrays may have trailing dimensions; ``dims`` names them
-  (e.g. ``{"top_eigenvalues": ("eigen_index",)}``).
+  (e.g. ``{"top_eigenvalues": ("eigen_index",)}``) and ``coords()`` may give coordinate
+  values for them (e.g. the grid of a spectral density).
 
 The loop knows nothing about any particular observable: the NTK and Hessian observables
 plug in by subclassing ``Observable``.
@@ -29,9 +30,12 @@ from dynamics.losses import accuracy
 class Context:
     """What an observable may look at, for one run at one log point.
 
-    ``outputs(params, split)`` gives the network outputs on ``"train"`` or ``"test"``,
-    centred when the model is (``f(theta) - f(theta0)``). Derived quantities are cached
-    per trace, so observables that share them compute them once.
+    ``outputs(params, split, rows=None)`` gives the trained network's outputs on
+    ``"train"`` or ``"test"`` (or on the examples ``rows``, an integer index array, of
+    that split), with the output scale and centering of the training loop
+    (``alpha (g(theta) - g(theta0))`` when the model is centred). ``loss(outputs, targets)``
+    is the training loss. Derived quantities are cached per trace, so observables that
+    share them compute them once.
     """
 
     def __init__(
@@ -102,6 +106,10 @@ class Observable:
     def applies_to(self, classification: bool) -> bool:
         del classification
         return True
+
+    def coords(self) -> dict[str, Any]:
+        """Coordinate values of the trailing dimensions named in ``dims`` (optional)."""
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -225,6 +225,8 @@ def _dataset(spec: Spec, grid_names, grid_values, traj, diverged_at) -> xr.Datas
     )
     coords = {n: v for n, v in zip(grid_names, grid_values)}
     coords["step"] = steps
+    for obs in spec.observables:
+        coords.update(obs.coords())
     return xr.Dataset(data_vars, coords=coords)
 
 

@@ -238,3 +238,32 @@ def test_a_flax_model_trains_in_a_sweep(task):
     params0 = td.init_params(spec, seed=1)
     direct = Tiny().init(jax.random.fold_in(td.run_key(0, 1), 0), task.x_train)["params"]
     assert leaves_equal(params0, direct)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsProbe(observables.Observable):
+    """The outputs on training rows 0 and 2, on a named trailing dimension with coords."""
+
+    dims = {"probe_outputs": ("probe",)}
+
+    def coords(self):
+        return {"probe": np.array([0, 2])}
+
+    def __call__(self, ctx):
+        return {"probe_outputs": ctx.outputs(ctx.params, "train", jnp.array([0, 2]))[:, 0]}
+
+
+def test_observables_see_outputs_on_rows_with_centering_and_name_their_coords(task):
+    model = td.MLP(width=16, depth=1, out_dim=task.out_dim, activation="tanh", center=True)
+    spec = small_spec(task, model=model, observables=(RowsProbe(),))
+    ds, states = td.run(spec, seed=0, output_scale=3.0, return_state=True)
+    assert list(ds.probe.values) == [0, 2]
+    # centred: zero at step 0 up to round-off (g0 was computed on the whole training set,
+    # the probe on two rows: matmuls of another shape round differently, ~1e-7 on O(1))
+    np.testing.assert_allclose(ds.probe_outputs.isel(step=0).values, 0.0, atol=1e-6)
+    params, params0 = states[()].params, states[()].params0
+    hp = {**spec.hparams(), "output_scale": 1.0}
+    x = jnp.asarray(task.x_train)[jnp.array([0, 2])]
+    want = 3.0 * (model.apply(params, x, hp) - model.apply(params0, x, hp))[:, 0]
+    # same float32 computation up to op fusion: a few ulps of O(1) outputs
+    np.testing.assert_allclose(ds.probe_outputs.isel(step=-1).values, want, rtol=1e-5, atol=1e-6)
