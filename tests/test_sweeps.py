@@ -261,7 +261,8 @@ def test_observables_see_outputs_on_rows_with_centering_and_name_their_coords(ta
     # centred: zero at step 0 up to round-off (g0 was computed on the whole training set,
     # the probe on two rows: matmuls of another shape round differently, ~1e-7 on O(1))
     np.testing.assert_allclose(ds.probe_outputs.isel(step=0).values, 0.0, atol=1e-6)
-    params, params0 = jax.tree.map(lambda a: a[0], (states[()].params, states[()].params0))
+    # grid (seed, output_scale), one value each
+    params, params0 = jax.tree.map(lambda a: a[0, 0], (states[()].params, states[()].params0))
     hp = {**spec.hparams(), "output_scale": 1.0}
     x = jnp.asarray(task.x_train)[jnp.array([0, 2])]
     want = 3.0 * (model.apply(params, x, hp) - model.apply(params0, x, hp))[:, 0]
