@@ -11,6 +11,7 @@ import importlib
 EXPERIMENTS = {
     "lazy-rich": "experiments.lazy_rich",
     "saxe": "experiments.saxe",
+    "edge-of-stability": "experiments.edge_of_stability",
 }
 
 
