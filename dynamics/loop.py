@@ -201,6 +201,30 @@ class Runner:
         indices = log_start + 1 + jnp.arange(n_logs)
         return jax.lax.scan(outer, state, indices)
 
+    def chunk(self, key, hp, state: TrainState, log_start, n_logs: int):
+        """Log intervals ``log_start + 1 .. log_start + n_logs`` of one run: the unit of work
+        of a sweep's outer loop in Python (``dynamics.sweeps``), between which the carry can
+        be checkpointed and progress shown.
+
+        With ``log_start == 0`` the run starts from its initial state (``state`` is then a
+        placeholder of the right shapes, e.g. zeros) and ``first`` holds its values at log
+        point 0; otherwise it continues from ``state`` and ``first`` is a placeholder.
+        ``log_start`` is traced but never batched, so under ``vmap`` the choice stays a
+        ``lax.cond`` (one program for every chunk). Returns ``(state, first, trajectory)``.
+        """
+
+        def fresh(_):
+            s = self.init_state(key, hp)
+            return s, self.observe(s, hp, 0)
+
+        def given(s):
+            shapes = jax.eval_shape(lambda: self.observe(s, hp, 0))
+            return s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+        state, first = jax.lax.cond(log_start == 0, fresh, given, state)
+        state, traj = self.advance(state, hp, log_start, n_logs)
+        return state, first, traj
+
     def run(self, key, hp):
         """The whole run: ``(final state, trajectory)``, the trajectory's leaves of
         leading size ``steps // log_every + 1`` (log point 0 is the initial state)."""

@@ -13,6 +13,7 @@ Time: one step is one optimizer update; logs are taken at steps
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import numbers
 from typing import Any, Callable
@@ -24,6 +25,13 @@ from dynamics.models import Model
 from dynamics.optimizers import ADAPTIVE, Optimizer
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
+
+
+@functools.lru_cache(maxsize=32)
+def _task_as(task, dtype: str):
+    """``task.astype(dtype)``, one object per (task, dtype): equal specs share it, so a
+    sweep over them compiles once."""
+    return task.astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +48,10 @@ class Spec:
       prescribed initial conditions, e.g. the decoupled initialisation of Saxe et al.).
     * ``strategy``: how the runs of a sweep are batched (``dynamics.sweeps``).
     * ``chunk_size``: runs per vmapped chunk for the ``"chunked"`` strategy.
+    * ``dtype``: ``"float32"`` or ``"float64"`` for the whole run (data, parameters,
+      optimizer state, observables); ``None`` takes the task's. float64 runs execute under
+      ``jax.enable_x64`` for the duration of the call only: the caller's global setting is
+      left as it was.
     """
 
     model: Model
@@ -54,6 +66,7 @@ class Spec:
     init: Callable | None = None
     strategy: str = "auto"
     chunk_size: int = 8
+    dtype: str | None = None
 
     def __post_init__(self):
         def need_int(name, value, low):
@@ -71,6 +84,12 @@ class Spec:
         if not isinstance(self.optimizer, Optimizer):
             raise ValueError(f"optimizer must be a dynamics.Optimizer, got {self.optimizer!r}")
         self.optimizer.check_steps(self.steps)
+        if self.dtype is None:
+            object.__setattr__(self, "dtype", self.task.dtype)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.task.dtype != self.dtype:
+            object.__setattr__(self, "task", _task_as(self.task, self.dtype))
         n_train = self.task.n_train
         if self.batch_size is not None:
             need_int("batch_size", self.batch_size, 1)
@@ -161,6 +180,7 @@ class Spec:
             "root_seed": self.root_seed,
             "scale_lr_by_output_scale": self.scale_lr_by_output_scale,
             "init": None if self.init is None else getattr(self.init, "__name__", repr(self.init)),
+            "dtype": self.dtype,
         }
 
     def config_json(self) -> str:

@@ -28,10 +28,12 @@ strategies against the serial loop; ``CPU_LOOP_THRESHOLD`` comes from it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
 import numbers
+import pathlib
 import platform
 from importlib import metadata
 from typing import Any
@@ -39,8 +41,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm.auto as tqdm
 import xarray as xr
 
+from dynamics import devices, memory
+from dynamics.checkpoint import SweepCheckpoint, digest
 from dynamics.loop import make_run
 from dynamics.spec import Spec
 
@@ -62,20 +67,22 @@ def run_key(root_seed: int, seed: int) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=64)
-def _program(spec: Spec, strategy: str):
-    """The compiled program of ``strategy`` (``"loop"``: the single run)."""
+def _program(spec: Spec, strategy: str, logs_per_chunk: int):
+    """The compiled chunk program of ``strategy``: ``(keys, hparams, state, log_start) ->
+    (state, first, trajectory)`` for a batch of runs (``"loop"``: for one run), advancing
+    ``logs_per_chunk`` log points (``Runner.chunk``)."""
     runner = make_run(spec)
 
-    def one(args):
-        return runner.run(*args)
+    def one(key, hp, state, log_start):
+        return runner.chunk(key, hp, state, log_start, logs_per_chunk)
 
     if strategy == "loop":
-        return jax.jit(runner.run)
+        return jax.jit(one)
     if strategy == "vmap":
-        return jax.jit(jax.vmap(runner.run))
-    if strategy == "map":
-        return jax.jit(lambda k, h: jax.lax.map(one, (k, h)))
-    return jax.jit(lambda k, h: jax.lax.map(one, (k, h), batch_size=spec.chunk_size))
+        return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
+    batch = None if strategy == "map" else spec.chunk_size
+    return jax.jit(lambda k, h, s, log_start: jax.lax.map(
+        lambda a: one(*a, log_start), (k, h, s), batch_size=batch))
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,13 +101,22 @@ def step_work(spec: Spec) -> int:
 
 
 def choose_strategy(spec: Spec, n_runs: int) -> str:
-    """``spec.strategy``, or for ``"auto"``: ``vmap`` on accelerators and for small runs
-    on the CPU, ``loop`` for CPU runs whose steps are large enough to keep the cores busy
-    alone (``CPU_LOOP_THRESHOLD``, measured by ``traindyn bench sweep``)."""
+    """``spec.strategy``, or for ``"auto"``: ``vmap`` on accelerators, on several devices
+    (its runs axis is the one that is sharded) and for small runs on the CPU; ``loop`` for
+    one run and for CPU runs whose steps are large enough to keep the cores busy alone
+    (``CPU_LOOP_THRESHOLD``, measured by ``traindyn bench sweep``)."""
+    if jax.process_count() > 1:
+        if spec.strategy not in ("auto", "vmap"):
+            raise ValueError(f"strategy must be 'auto' or 'vmap' for a sweep over several "
+                             f"processes (its runs are sharded over all devices), got "
+                             f"{spec.strategy!r}")
+        return "vmap"
     if spec.strategy != "auto":
         return spec.strategy
     if n_runs == 1:
         return "loop"
+    if jax.device_count() > 1:
+        return "vmap"
     if jax.default_backend() == "cpu" and step_work(spec) >= CPU_LOOP_THRESHOLD:
         return "loop"
     return "vmap"
@@ -110,10 +126,152 @@ def _dtype(spec: Spec):
     return jnp.asarray(np.asarray(spec.task.x_train)[:0]).dtype
 
 
-def batched_runs(spec: Spec, seeds, hparams: dict | None = None):
+def default_logs_per_chunk(n_logs: int, chunks: int = 20) -> int:
+    """Log points per chunk of the outer loop: the largest divisor of ``n_logs`` that is at
+    most ``ceil(n_logs / chunks)`` (every chunk the same length: one compile)."""
+    target = -(-n_logs // chunks)
+    return max(d for d in range(1, target + 1) if n_logs % d == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one part of a sweep (one combination of static values) is executed."""
+
+    strategy: str
+    runs_per_chunk: int
+    logs_per_chunk: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def make_plan(spec: Spec, n_runs: int, *, max_runs_per_chunk=None, memory_budget=None,
+              logs_per_chunk=None) -> Plan:
+    """The strategy, run-chunk size (from the memory estimate of ``dynamics.memory``, a
+    multiple of the device count) and log points per chunk of a sweep of ``n_runs``."""
+    strategy = choose_strategy(spec, n_runs)
+    logs = logs_per_chunk
+    if logs is None:
+        logs = default_logs_per_chunk(spec.n_logs)
+    elif not isinstance(logs, int) or isinstance(logs, bool) or logs < 1 or spec.n_logs % logs:
+        raise ValueError(f"logs_per_chunk must be an int >= 1 dividing the {spec.n_logs} "
+                         f"log points, got {logs!r}")
+    n_dev = jax.device_count() if strategy == "vmap" else 1
+    per = memory.runs_per_chunk(n_runs, memory.run_footprint(spec, logs), n_dev,
+                                budget=memory_budget, max_runs=max_runs_per_chunk)
+    return Plan(strategy, per, logs)
+
+
+class _Chunk:
+    """One run-chunk of a sweep part on the devices: its inputs placed (sharded over the
+    runs mesh for the batched strategies, round-robin over local devices for ``loop``),
+    and conversion of its carry to and from host arrays (for checkpoints)."""
+
+    def __init__(self, spec: Spec, plan: Plan, keys, hp):
+        self.spec, self.plan, self.n = spec, plan, len(keys)
+        self.program = _program(spec, plan.strategy, plan.logs_per_chunk)
+        self.treedef, self.leaf_shapes = _state_structure(spec)
+        if plan.strategy == "loop":
+            local = jax.local_devices()
+            self.devices = [local[i % len(local)] for i in range(self.n)]
+            self.inputs = [
+                jax.device_put((keys[i], {k: v[i] for k, v in hp.items()}), d)
+                for i, d in enumerate(self.devices)
+            ]
+        else:
+            self.size = plan.runs_per_chunk
+            self.mesh = devices.runs_mesh() if plan.strategy == "vmap" else None
+            padded = (devices.pad_rows(keys, self.size),
+                      {k: devices.pad_rows(v, self.size) for k, v in hp.items()})
+            self.inputs = self._place(padded)
+
+    def _place(self, tree):
+        if self.mesh is not None:
+            return devices.shard_runs(tree, self.mesh)
+        return jax.device_put(tree)
+
+    def placeholder(self):
+        if self.plan.strategy == "loop":
+            zeros = [np.zeros(s, d) for s, d in self.leaf_shapes]
+            return [jax.device_put(jax.tree.unflatten(self.treedef, zeros), d)
+                    for d in self.devices]
+        zeros = [np.zeros((self.size, *s), d) for s, d in self.leaf_shapes]
+        return self._place(jax.tree.unflatten(self.treedef, zeros))
+
+    def advance(self, state, log_start: int):
+        """One chunk of log points: ``(state, first, trajectory)``, the last two on the
+        host with leading dimension the chunk's runs."""
+        if self.plan.strategy == "loop":
+            outs = [self.program(k, h, s, np.int32(log_start))
+                    for (k, h), s in zip(self.inputs, state)]
+            state = [o[0] for o in outs]
+            first, traj = _stack_host([(o[1], o[2]) for o in outs])
+            return state, first, traj
+        start = np.int32(log_start)
+        if self.mesh is not None:
+            start = devices.replicate(start, self.mesh)
+        state, first, traj = self.program(*self.inputs, state, start)
+        first, traj = jax.tree.map(lambda a: a[: self.n], devices.to_host((first, traj)))
+        return state, first, traj
+
+    def state_to_host(self, state) -> list[np.ndarray]:
+        if self.plan.strategy == "loop":
+            return [np.stack(leaves) for leaves in
+                    zip(*(jax.tree.leaves(jax.device_get(s)) for s in state))]
+        return [a[: self.n] for a in jax.tree.leaves(devices.to_host(state))]
+
+    def state_from_host(self, leaves: list[np.ndarray]):
+        if self.plan.strategy == "loop":
+            return [jax.device_put(jax.tree.unflatten(self.treedef, [a[i] for a in leaves]), d)
+                    for i, d in enumerate(self.devices)]
+        padded = [devices.pad_rows(a, self.size) for a in leaves]
+        return self._place(jax.tree.unflatten(self.treedef, padded))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_keys(root_seed: int, seeds):
+    return jax.vmap(lambda seed: run_key(root_seed, seed))(seeds)
+
+
+@functools.lru_cache(maxsize=64)
+def _state_structure(spec: Spec):
+    """The pytree structure of a run's carry and its leaves' (shape, dtype)."""
+    dtype = _dtype(spec)
+    shapes = jax.eval_shape(make_run(spec).init_state, jax.ShapeDtypeStruct((2,), jnp.uint32),
+                            {k: jax.ShapeDtypeStruct((), dtype) for k in spec.hparams()})
+    return jax.tree.structure(shapes), [(a.shape, a.dtype) for a in jax.tree.leaves(shapes)]
+
+
+def _stack_host(trees):
+    return jax.tree.map(lambda *a: np.stack(a), *jax.device_get(trees))
+
+
+def _pack(state_leaves, first, traj) -> dict:
+    out = {f"state.{i}": a for i, a in enumerate(state_leaves)}
+    out.update({f"first.{k}": v for k, v in first.items()})
+    out.update({f"traj.{k}": v for k, v in traj.items()})
+    return out
+
+
+def _unpack(arrays: dict):
+    n = sum(1 for k in arrays if k.startswith("state."))
+    leaves = [arrays[f"state.{i}"] for i in range(n)]
+    first = {k[6:]: v for k, v in arrays.items() if k.startswith("first.")}
+    traj = {k[5:]: v for k, v in arrays.items() if k.startswith("traj.")}
+    return leaves, first, traj
+
+
+def batched_runs(spec: Spec, seeds, hparams: dict | None = None, *, plan: Plan | None = None,
+                 checkpoint: SweepCheckpoint | None = None, part: int = 0, bar=None):
     """Final states and trajectories of runs ``i = 0..R-1`` with seeds ``seeds[i]`` and
-    hyperparameters ``hparams[name][i]`` (defaults from ``spec`` for the others); leaves
-    have leading dimension ``R``."""
+    hyperparameters ``hparams[name][i]`` (defaults from ``spec`` for the others): leaves
+    of leading dimension ``R``, on the host.
+
+    The runs are cut into run-chunks (``plan.runs_per_chunk``) and the outer loop into
+    chunks of ``plan.logs_per_chunk`` log points; with ``checkpoint``, the carry and the
+    trajectory so far are written after every chunk and a call with the same checkpoint
+    continues from the last complete one.
+    """
     seeds = np.asarray(seeds)
     n_runs = seeds.size
     dtype = _dtype(spec)
@@ -123,23 +281,49 @@ def batched_runs(spec: Spec, seeds, hparams: dict | None = None):
         for k, v in spec.hparams().items()
     }
     keys = np.asarray(_run_keys(spec.root_seed, np.asarray(seeds, np.uint32)))
-    strategy = choose_strategy(spec, n_runs)
-    program = _program(spec, strategy)
-    if strategy != "loop":
-        return program(keys, hp)
-    outs = [program(keys[i], {k: v[i] for k, v in hp.items()}) for i in range(n_runs)]
-    return _stack_runs(outs)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _run_keys(root_seed: int, seeds):
-    return jax.vmap(lambda seed: run_key(root_seed, seed))(seeds)
-
-
-@jax.jit
-def _stack_runs(outs):
-    """Stack a list of per-run pytrees along a new leading axis, in one dispatch."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
+    plan = plan or make_plan(spec, n_runs)
+    per, logs, n_logs = plan.runs_per_chunk, plan.logs_per_chunk, spec.n_logs
+    steps_per_log = spec.log_every
+    parts = []
+    for c, lo in enumerate(range(0, n_runs, per)):
+        hi = min(lo + per, n_runs)
+        done = checkpoint.load_done(part, c) if checkpoint else None
+        if done is not None:
+            parts.append(_unpack(done))
+            if bar is not None:
+                bar.update((hi - lo) * spec.steps)
+            continue
+        chunk = _Chunk(spec, plan, keys[lo:hi], {k: v[lo:hi] for k, v in hp.items()})
+        state, first, trajs, start = chunk.placeholder(), None, [], 0
+        current = checkpoint.load_current(part, c) if checkpoint else None
+        if current is not None:
+            start, arrays = current
+            leaves, first, traj = _unpack(arrays)
+            state, trajs = chunk.state_from_host(leaves), [traj]
+            if bar is not None:
+                bar.update((hi - lo) * start * steps_per_log)
+        for log_start in range(start, n_logs, logs):
+            state, f, t = chunk.advance(state, log_start)
+            if log_start == 0:
+                first = f
+            trajs.append(t)
+            if bar is not None:
+                bar.update((hi - lo) * logs * steps_per_log)
+            if checkpoint is not None and log_start + logs < n_logs:
+                traj_so_far = {k: np.concatenate([t[k] for t in trajs], axis=1) for k in first}
+                trajs = [traj_so_far]
+                checkpoint.save_current(part, c, log_start + logs,
+                                        _pack(chunk.state_to_host(state), first, traj_so_far))
+        traj = {k: np.concatenate([t[k] for t in trajs], axis=1) for k in first}
+        result = (chunk.state_to_host(state), first, traj)
+        if checkpoint is not None:
+            checkpoint.save_done(part, c, _pack(*result))
+        parts.append(result)
+    leaves = [np.concatenate(a) for a in zip(*(p[0] for p in parts))]
+    state = jax.tree.unflatten(_state_structure(spec)[0], leaves)
+    traj = {k: np.concatenate([np.concatenate([p[1][k][:, None], p[2][k]], axis=1)
+                               for p in parts]) for k in parts[0][1]}
+    return state, traj
 
 
 # -- argument handling ------------------------------------------------------------------
@@ -233,8 +417,38 @@ def _dataset(spec: Spec, grid_names, grid_values, traj, diverged_at) -> xr.Datas
 # -- public entry points ----------------------------------------------------------------------
 
 
-def sweep(spec: Spec, *, return_state: bool = False, **axes):
+def _fingerprint(spec: Spec, axes: dict) -> dict:
+    """What must be equal for a checkpoint to be resumed (``dynamics.checkpoint``)."""
+    task = spec.task
+    return {
+        "config": json.loads(spec.config_json()),
+        "task_data": digest(task.x_train, task.y_train, task.x_test, task.y_test,
+                            *getattr(task, "noise", ())),
+        "axes": {k: np.asarray(v).tolist() for k, v in axes.items()},
+        "strategy": spec.strategy,
+        "chunk_size": spec.chunk_size,
+    }
+
+
+def _precision(spec: Spec):
+    """float64 runs under ``jax.enable_x64`` for the duration of the call only."""
+    return jax.enable_x64(spec.dtype == "float64")
+
+
+def sweep(spec: Spec, *, return_state: bool = False, checkpoint_dir=None,
+          max_runs_per_chunk: int | None = None, memory_budget: float | None = None,
+          logs_per_chunk: int | None = None, progress: bool | None = None, **axes):
     """Run every combination of the given axes; see the module doc.
+
+    * ``checkpoint_dir``: write the carry and the trajectory so far after every chunk of
+      log points (``dynamics.checkpoint``); called again with the same spec, axes and
+      directory, the sweep resumes from the last complete chunk and ends bitwise identical
+      to an uninterrupted one. A directory holding another sweep's checkpoint is refused.
+    * ``max_runs_per_chunk`` / ``memory_budget`` (bytes): runs are executed in run-chunks
+      that fit the device memory, estimated by ``dynamics.memory``; the first overrides the
+      estimate, the second its budget.
+    * ``logs_per_chunk``: log points per chunk of the outer loop (default: about 20 chunks).
+    * ``progress``: a tqdm bar of run-steps per second (default: with ``checkpoint_dir``).
 
     With ``return_state=True`` returns ``(dataset, states)``: ``states`` maps each
     combination of static-axis values (a tuple, ``()`` without static axes) to the final
@@ -243,9 +457,16 @@ def sweep(spec: Spec, *, return_state: bool = False, **axes):
     """
     if not isinstance(spec, Spec):
         raise ValueError(f"spec must be a dynamics.Spec, got {type(spec).__name__}")
+    with _precision(spec):
+        return _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget,
+                      logs_per_chunk, progress, axes)
+
+
+def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget,
+           logs_per_chunk, progress, axes):
     seeds, value_axes, static_axes, dims = _classify(spec, axes)
 
-    # Validate every static combination before anything compiles.
+    # Validate every static combination and plan its execution before anything compiles.
     static_names = list(static_axes)
     combos = list(itertools.product(*static_axes.values()))
     specs = []
@@ -259,19 +480,40 @@ def sweep(spec: Spec, *, return_state: bool = False, **axes):
     grid_values = [seeds] + list(value_axes.values())
     mesh = np.meshgrid(*grid_values, indexing="ij")
     flat = {n: m.reshape(-1) for n, m in zip(grid_names, mesh)}
+    n_runs = flat["seed"].size
+    plans = [make_plan(s, n_runs, max_runs_per_chunk=max_runs_per_chunk,
+                       memory_budget=memory_budget, logs_per_chunk=logs_per_chunk)
+             for s in specs]
+
+    checkpoint = None
+    if checkpoint_dir is not None:
+        directory = pathlib.Path(checkpoint_dir)
+        if jax.process_count() > 1:
+            directory = directory / f"host-{jax.process_index()}"
+        checkpoint = SweepCheckpoint(directory, _fingerprint(spec, axes))
+        layout = checkpoint.open({"plans": [p.as_dict() for p in plans]})
+        plans = [Plan(**p) for p in layout["plans"]]
+    if progress is None:
+        progress = checkpoint_dir is not None
+    bar = tqdm.tqdm(total=n_runs * spec.steps * len(specs), unit="run-step", unit_scale=True,
+                    disable=not progress, desc="sweep")
 
     parts, states = [], {}
-    for combo, s in zip(combos, specs):
-        state, traj = batched_runs(s, flat["seed"], {k: flat[k] for k in value_axes})
-        ds = _dataset(s, grid_names, grid_values, traj, state.diverged_at)
-        for name, value in zip(static_names, combo):
-            ds = ds.expand_dims({name: [value]})
-        parts.append(ds)
-        if return_state:
-            grid_shape = tuple(len(v) for v in grid_values)
-            states[tuple(combo)] = jax.tree.map(
-                lambda a: a.reshape(grid_shape + a.shape[1:]), state
-            )
+    try:
+        for i, (combo, s, p) in enumerate(zip(combos, specs, plans)):
+            state, traj = batched_runs(s, flat["seed"], {k: flat[k] for k in value_axes},
+                                       plan=p, checkpoint=checkpoint, part=i, bar=bar)
+            ds = _dataset(s, grid_names, grid_values, traj, state.diverged_at)
+            for name, value in zip(static_names, combo):
+                ds = ds.expand_dims({name: [value]})
+            parts.append(ds)
+            if return_state:
+                grid_shape = tuple(len(v) for v in grid_values)
+                states[tuple(combo)] = jax.tree.map(
+                    lambda a: jnp.asarray(a.reshape(grid_shape + a.shape[1:])), state
+                )
+    finally:
+        bar.close()
 
     if static_names:
         nested = np.empty([len(v) for v in static_axes.values()], dtype=object)
@@ -292,6 +534,11 @@ def sweep(spec: Spec, *, return_state: bool = False, **axes):
         "hparams": json.dumps(spec.hparams()),
         "versions": json.dumps(versions()),
         "swept": json.dumps(dims),
+        "execution": json.dumps({
+            "devices": jax.device_count(),
+            "processes": jax.process_count(),
+            "plans": [p.as_dict() for p in plans],
+        }),
     }
     return (ds, states) if return_state else ds
 
@@ -309,6 +556,7 @@ def run(spec: Spec, *, seed: int = 0, return_state: bool = False, **hparams):
 
 def init_params(spec: Spec, seed: int = 0, **hparams):
     """The initial parameters of run ``seed``, as the training loop draws them."""
-    values = {**spec.hparams(), **hparams}
-    hp = {k: jnp.asarray(v, _dtype(spec)) for k, v in values.items()}
-    return _init_program(spec)(run_key(spec.root_seed, seed), hp)
+    with _precision(spec):
+        values = {**spec.hparams(), **hparams}
+        hp = {k: jnp.asarray(v, _dtype(spec)) for k, v in values.items()}
+        return _init_program(spec)(run_key(spec.root_seed, seed), hp)

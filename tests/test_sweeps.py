@@ -109,7 +109,9 @@ def test_dimensions_follow_the_order_given(task):
                                rtol=1e-6)  # same program and inputs: float32 round-off at most
 
 
+@dataclasses.dataclass(frozen=True)
 class TraceCounter(observables.Observable):
+    tag: int = 0  # a new tag makes a new spec (no cached program)
     traces = 0
 
     def __call__(self, ctx):
@@ -117,13 +119,21 @@ class TraceCounter(observables.Observable):
         return {"one": jnp.ones(())}
 
 
-def test_one_compile_per_static_value(task):
-    spec = small_spec(task, observables=("loss", TraceCounter()), strategy="vmap")
+def count_traces(task, tag, **axes):
+    spec = small_spec(task, observables=("loss", TraceCounter(tag=tag)), strategy="vmap")
     TraceCounter.traces = 0
-    td.sweep(spec, seed=range(2), lr=[0.1, 0.2, 0.3], output_scale=[0.5, 1.0], width=[8, 12])
-    # observe is traced twice per program (log point 0 and the scanned body): two
-    # programs (one per width) whatever the number of lr and output_scale values
-    assert TraceCounter.traces == 4
+    td.sweep(spec, seed=range(2), **axes)
+    return TraceCounter.traces
+
+
+def test_one_compile_per_static_value(task):
+    # The observable is traced a fixed number of times per program (initial and scanned
+    # log points, shape inference); a program per width, none per swept value.
+    one_width = count_traces(task, 1, lr=0.1, width=[8])
+    few_values = count_traces(task, 2, lr=0.1, width=[8, 12])
+    many_values = count_traces(task, 3, lr=[0.1, 0.2, 0.3], output_scale=[0.5, 1.0], width=[8, 12])
+    assert one_width > 0
+    assert few_values == many_values == 2 * one_width
 
 
 def test_attrs_hold_config_versions_and_root_seed(task):
