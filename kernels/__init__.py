@@ -1,3 +1,37 @@
-"""Function-space theory for the networks traindyn simulates (empirical and
-infinite-width kernels, kernel-regression dynamics, DMFT). Empty for now: the package is
-reserved so that its import name is fixed; nothing here is implemented yet."""
+"""Function-space theory for the networks traindyn simulates.
+
+* ``empirical_ntk`` / ``empirical_nngp`` (``kernels.empirical``): finite-width kernels of
+  any pure ``apply(params, x)`` by Jacobian contraction or NTK-vector products, chosen by
+  a cost model; batched over data, vmappable over runs.
+* ``nngp`` / ``ntk`` (``kernels.infinite``, duals in ``kernels.activation_duals``):
+  infinite-width kernels of the same ``dynamics.MLP`` the simulator trains.
+* ``predict`` (``kernels.predict``): kernel-regression dynamics under gradient flow and
+  gradient descent with the simulator's MSE normalisation, the infinite ensemble's mean
+  and covariance, and the linearised network (``kernels.linearize``), as Datasets laid
+  over ``dynamics.sweep`` results.
+* ``KernelObservables`` (``kernels.observables``): NTK observables inside the training
+  loop, for every run of a sweep.
+"""
+
+from kernels import activation_duals
+from kernels.empirical import (
+    empirical_nngp,
+    empirical_ntk,
+    mlp_empirical_nngp,
+    mlp_features,
+    ntk_cost,
+)
+from kernels.infinite import nngp, ntk
+from kernels.observables import KernelObservables
+
+__all__ = [
+    "KernelObservables",
+    "activation_duals",
+    "empirical_nngp",
+    "empirical_ntk",
+    "mlp_empirical_nngp",
+    "mlp_features",
+    "nngp",
+    "ntk",
+    "ntk_cost",
+]

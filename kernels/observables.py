@@ -1,0 +1,123 @@
+r"""``KernelObservables``: the empirical NTK measured inside the training loop.
+
+At each of its log points (``every``) it computes, for one run, the traced empirical NTK
+``K_t = empirical_ntk(f_t, rows, trace=True)`` of the trained outputs ``f`` (output scale
+and centering included, ``ctx.outputs(params, split, rows)``) on the first
+``probe_size`` examples of ``split``, and the same kernel ``K_0`` at the initial
+parameters, and reports
+
+* ``kernel_distance = 1 - <K_t, K_0>_F / (||K_t||_F ||K_0||_F)`` (Fort et al. 2020,
+  eq. 2): 0 while training is lazy;
+* ``kernel_alignment``: centred kernel-target alignment (Cortes, Mohri & Rostamizadeh
+  2012, Def. 4) ``<K_c, Y_c>_F / (||K_c||_F ||Y_c||_F)`` with ``K_c = H K_t H``,
+  ``Y_c = H Y Y^T H``, ``H = I - 11^T / n``, ``Y`` the targets of the probe rows (one-hot
+  for class labels);
+* ``ntk_eigenvalues``: the ``top_k`` largest eigenvalues of ``K_t``, descending, dims
+  ``("ntk_index",)``;
+* ``ntk_effective_rank``: the entropy effective rank ``exp(-sum_i p_i log p_i)`` of the
+  eigenvalues, ``p_i = lambda_i / sum_j lambda_j`` (Roy & Vetterli 2007, Def. 1).
+
+Everything is pure and batched over the runs of a sweep; under ``every > 1`` the loop
+evaluates it only at its own stride. ``K_0`` is recomputed at each evaluation (the loop
+carries no observable state), which doubles the cost; ``traindyn bench ntk`` measures the
+overhead of these observables in a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from dynamics.observables import Observable
+from kernels.empirical import METHODS, empirical_ntk
+
+SPLITS = ("train", "test")
+
+
+def frobenius_cosine(a, b):
+    return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+
+def kernel_distance(k, k0):
+    """``1 - cos(K, K0)`` in the Frobenius inner product (Fort et al. 2020, eq. 2)."""
+    return 1.0 - frobenius_cosine(k, k0)
+
+
+def centred_alignment(k, y):
+    """Centred kernel-target alignment of ``k (n, n)`` and targets ``y (n, O)``
+    (Cortes, Mohri & Rostamizadeh 2012, Def. 4)."""
+    n = k.shape[0]
+    h = jnp.eye(n, dtype=k.dtype) - 1.0 / n
+    kc = h @ k @ h
+    yc = h @ (y @ y.T) @ h
+    return frobenius_cosine(kc, yc)
+
+
+def effective_rank(eigenvalues):
+    """``exp(entropy)`` of the normalised non-negative eigenvalues (Roy & Vetterli 2007)."""
+    lam = jnp.clip(eigenvalues, 0.0, None)
+    p = lam / jnp.sum(lam)
+    return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelObservables(Observable):
+    """Empirical-NTK observables (see the module doc)."""
+
+    probe_size: int = 32
+    split: str = "train"
+    top_k: int = 4
+    every: int = 1
+    method: str = "jacobian"
+
+    dims: ClassVar = {"ntk_eigenvalues": ("ntk_index",)}
+
+    def __post_init__(self):
+        for name in ("probe_size", "top_k", "every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"KernelObservables.{name} must be an int >= 1, got {v!r}")
+        if self.top_k > self.probe_size:
+            raise ValueError(f"KernelObservables.top_k must be <= probe_size="
+                             f"{self.probe_size}, got {self.top_k}")
+        if self.split not in SPLITS:
+            raise ValueError(f"KernelObservables.split must be one of {list(SPLITS)}, "
+                             f"got {self.split!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"KernelObservables.method must be one of {list(METHODS)}, "
+                             f"got {self.method!r}")
+
+    def coords(self):
+        return {"ntk_index": list(range(self.top_k))}
+
+    def _targets(self, ctx, n):
+        y = ctx.data["y_train" if self.split == "train" else "y_test"][:n]
+        if y.ndim == 1:  # class labels
+            n_classes = ctx.outputs(ctx.params, self.split, jnp.arange(1)).shape[-1]
+            y = jax.nn.one_hot(y, n_classes)
+        return y
+
+    def __call__(self, ctx):
+        n_split = ctx.data["x_train" if self.split == "train" else "x_test"].shape[0]
+        if self.probe_size > n_split:
+            raise ValueError(f"KernelObservables.probe_size must be <= the {self.split} "
+                             f"set's {n_split} examples, got {self.probe_size}")
+        rows = jnp.arange(self.probe_size)
+
+        def f(params, r):
+            return ctx.outputs(params, self.split, r)
+
+        k = empirical_ntk(f, ctx.params, rows, method=self.method, trace=True)
+        k0 = empirical_ntk(f, ctx.params0, rows, method=self.method, trace=True)
+        k = (k + k.T) / 2
+        eig = jnp.linalg.eigvalsh(k)[::-1]
+        y = self._targets(ctx, self.probe_size).astype(k.dtype)
+        return {
+            "kernel_distance": kernel_distance(k, k0),
+            "kernel_alignment": centred_alignment(k, y),
+            "ntk_eigenvalues": eig[: self.top_k],
+            "ntk_effective_rank": effective_rank(eig),
+        }
