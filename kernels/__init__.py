@@ -22,16 +22,23 @@ from kernels.empirical import (
     ntk_cost,
 )
 from kernels.infinite import nngp, ntk
+from kernels.linearize import Linearized, linearize, predict_linearized
 from kernels.observables import KernelObservables
+from kernels.predict import predict, predict_infinite
 
 __all__ = [
     "KernelObservables",
+    "Linearized",
     "activation_duals",
     "empirical_nngp",
     "empirical_ntk",
+    "linearize",
     "mlp_empirical_nngp",
     "mlp_features",
     "nngp",
     "ntk",
     "ntk_cost",
+    "predict",
+    "predict_infinite",
+    "predict_linearized",
 ]
