@@ -6,6 +6,7 @@ from dynamics.flax_adapter import from_linen, from_nnx
 from dynamics.models import MLP
 from dynamics.optimizers import Optimizer
 from dynamics.spec import Spec
+from dynamics.storage import load, save
 from dynamics.sweeps import init_params, run, run_key, sweep
 
 __all__ = [
@@ -15,11 +16,13 @@ __all__ = [
     "from_linen",
     "from_nnx",
     "init_params",
+    "load",
     "observables",
     "optimizers",
     "parametrization",
     "run",
     "run_key",
+    "save",
     "sweep",
     "tasks",
 ]

@@ -50,6 +50,9 @@ def load(path) -> xr.Dataset:
     with xr.open_dataset(path, engine="netcdf4") as ds:
         ds = ds.load()
     for name in list(ds.variables):
-        if ds[name].attrs.pop(_BOOL_ATTR, None) is not None:
-            ds[name] = ds[name].astype(bool)
+        var = ds[name]
+        if var.attrs.pop(_BOOL_ATTR, None) is not None:
+            ds[name] = var.astype(bool)
+        elif var.dtype == object and all(isinstance(v, str) for v in var.values.ravel()):
+            ds[name] = var.astype(str)  # netCDF strings come back as objects
     return ds

@@ -520,6 +520,9 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
         for index, part in zip(np.ndindex(nested.shape), parts):
             nested[index] = part
         ds = xr.combine_nested(nested.tolist(), concat_dim=static_names, combine_attrs="drop")
+        for name in static_names:  # string axes as numpy strings, not objects
+            if ds[name].dtype == object:
+                ds = ds.assign_coords({name: ds[name].values.astype(str)})
     else:
         ds = parts[0]
     order = [d for d in dims if d in ds.dims]

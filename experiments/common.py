@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import dynamics  # noqa: E402
+
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
@@ -51,10 +53,6 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
-def save_dataset(ds, path) -> None:
-    ds.to_netcdf(path)
-
-
 def execute(module, preset: str = "quick", out: str | pathlib.Path | None = None) -> dict:
     """Run experiment ``module`` with ``preset``; write results.nc, figure.png and
     summary.json to ``out`` and return the summary."""
@@ -68,7 +66,7 @@ def execute(module, preset: str = "quick", out: str | pathlib.Path | None = None
     claims = module.check(ds)
     ds.attrs["experiment"] = module.NAME
     ds.attrs["preset"] = preset
-    save_dataset(ds, out / "results.nc")
+    dynamics.save(ds, out / "results.nc")
     module.plot(ds, out / "figure.png")
     plt.close("all")
     summary = {

@@ -26,10 +26,11 @@ def test_main_job_runs_and_its_claims_hold(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["passed"] and len(summary["claims"]) >= 5
     assert (tmp_path / "figure.png").stat().st_size > 10_000
-    import xarray as xr
+    import dynamics
 
-    with xr.open_dataset(tmp_path / "results.nc") as ds:
-        assert ds.train_loss.dims == ("seed", "lr", "output_scale", "step")
+    ds = dynamics.load(tmp_path / "results.nc")
+    assert ds.train_loss.dims == ("seed", "lr", "output_scale", "step")
+    assert ds.attrs["experiment"] == "lazy-rich" and "config" in ds.attrs
 
 
 @pytest.mark.slow
