@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-BENCHMARKS = {"sweep": "experiments.bench_sweep"}
+BENCHMARKS = {"sweep": "experiments.bench_sweep", "curvature": "experiments.bench_curvature"}
 
 
 def _list(args) -> int:

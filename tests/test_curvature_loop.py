@@ -129,3 +129,21 @@ def test_ggn_trace_batch_sharpness_and_density_in_a_sweep():
         assert ev[0] > -2.0 + 10 * 0.05 and ev[-1] < 6.0 - 10 * 0.05
         np.testing.assert_allclose(np.trapezoid(final.spectral_density, ds.eigenvalue), 1.0,
                                    atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bench_curvature_quick_runs(tmp_path):
+    from experiments import cli
+
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "curvature", "--quick", "--out", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    # Lanczos reaches 1e-3 on lambda_max and does so in no more products than power
+    # iteration (Kuczynski & Wozniakowski 1992: its error bound is that of Chebyshev
+    # acceleration of the power method)
+    counts = result["hvps_to_1e-3"]
+    assert counts["lanczos"] is not None
+    assert counts["power_iteration"] is None or counts["lanczos"] <= counts["power_iteration"]
+    assert result["lambda_max"]["reference_relative_residual"] < 1e-3
