@@ -447,7 +447,8 @@ def sweep(spec: Spec, *, return_state: bool = False, checkpoint_dir=None,
     * ``max_runs_per_chunk`` / ``memory_budget`` (bytes): runs are executed in run-chunks
       that fit the device memory, estimated by ``dynamics.memory``; the first overrides the
       estimate, the second its budget.
-    * ``logs_per_chunk``: log points per chunk of the outer loop (default: about 20 chunks).
+    * ``logs_per_chunk``: log points per chunk of the outer loop (default: about 20 chunks
+      with a checkpoint or a progress bar, otherwise the whole run in one).
     * ``progress``: a tqdm bar of run-steps per second (default: with ``checkpoint_dir``).
 
     With ``return_state=True`` returns ``(dataset, states)``: ``states`` maps each
@@ -481,6 +482,10 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
     mesh = np.meshgrid(*grid_values, indexing="ij")
     flat = {n: m.reshape(-1) for n, m in zip(grid_names, mesh)}
     n_runs = flat["seed"].size
+    if progress is None:
+        progress = checkpoint_dir is not None
+    if logs_per_chunk is None and not (progress or checkpoint_dir is not None):
+        logs_per_chunk = spec.n_logs  # nothing to show or save between chunks: one chunk
     plans = [make_plan(s, n_runs, max_runs_per_chunk=max_runs_per_chunk,
                        memory_budget=memory_budget, logs_per_chunk=logs_per_chunk)
              for s in specs]
@@ -493,8 +498,6 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
         checkpoint = SweepCheckpoint(directory, _fingerprint(spec, axes))
         layout = checkpoint.open({"plans": [p.as_dict() for p in plans]})
         plans = [Plan(**p) for p in layout["plans"]]
-    if progress is None:
-        progress = checkpoint_dir is not None
     bar = tqdm.tqdm(total=n_runs * spec.steps * len(specs), unit="run-step", unit_scale=True,
                     disable=not progress, desc="sweep")
 

@@ -150,7 +150,7 @@ def test_a_checkpoint_of_another_sweep_is_refused(tmp_path):
 
 def test_a_sweep_over_its_memory_budget_is_chunked_and_unchanged():
     spec = make_spec(strategy="vmap")
-    footprint = memory.run_footprint(spec, sweeps.default_logs_per_chunk(spec.n_logs))
+    footprint = memory.run_footprint(spec, spec.n_logs)  # no checkpoint: one chunk of logs
     whole = td.sweep(spec, **AXES)
     chunked = td.sweep(spec, memory_budget=2.5 * footprint, **AXES)
     plan = json.loads(chunked.attrs["execution"])["plans"][0]
