@@ -132,3 +132,21 @@ def test_bad_sweep_arguments(task, no_compile, axes, match):
 def test_run_refuses_sequences(task, no_compile):
     with pytest.raises(ValueError, match=r"run takes one value per hyperparameter"):
         td.run(spec_for(task), lr=[0.1, 0.2])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_runs_per_chunk": 0}, r"max_runs_per_chunk must be an int >= 1, got 0"),
+        ({"memory_budget": -1.0}, r"memory_budget must be a number of bytes > 0, got -1.0"),
+        ({"logs_per_chunk": 3}, r"logs_per_chunk must be an int >= 1 dividing the 2 log points, got 3"),
+    ],
+)
+def test_bad_execution_options_fail_before_compiling(task, no_compile, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        td.sweep(spec_for(task), seed=range(2), **kwargs)
+
+
+def test_load_of_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no such results file"):
+        td.load(tmp_path / "nothing.nc")
