@@ -11,6 +11,8 @@ import importlib
 EXPERIMENTS = {
     "lazy-rich": "experiments.lazy_rich",
     "saxe": "experiments.saxe",
+    "ntk-convergence": "experiments.ntk_convergence",
+    "wide-linear": "experiments.wide_linear",
     "edge-of-stability": "experiments.edge_of_stability",
     "sgd-stability": "experiments.sgd_stability",
 }
