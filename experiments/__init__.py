@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "wide-linear": "experiments.wide_linear",
     "edge-of-stability": "experiments.edge_of_stability",
     "sgd-stability": "experiments.sgd_stability",
+    "batch-hessian": "experiments.batch_hessian",
 }
 
 
