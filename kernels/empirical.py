@@ -24,9 +24,10 @@ Finite Width Neural Tangent Kernel", Sec. 3 and Table 1):
 
 ``[FP]`` is the cost of one example's forward pass and ``P`` the number of parameters.
 ``"auto"`` evaluates this cost model (``ntk_cost``; ``[FP]`` from XLA's cost analysis of
-the lowered forward pass, no compile) and takes the cheaper method: for a dense network
-``[FP] ~ 2P``, so the Jacobian contraction wins unless ``O`` is large or the forward pass
-re-uses its parameters many times (convolutions, attention), where NTK-vector products win.
+the lowered forward pass, no compile) and takes the cheaper method. The contraction term
+``n^2 O^2 P`` makes NTK-vector products cheaper once ``O P > [FP]``: for a dense network
+(``[FP] ~ 2P``) the Jacobian contraction wins with one output or with ``trace`` and NTK-
+vector products win for the full block of a few outputs or more.
 
 ``batch_size`` splits ``x1`` and ``x2`` into blocks of that many rows (padded to a whole
 number of blocks, so one compile per shape) and assembles the kernel block by block under

@@ -93,6 +93,13 @@ def predict_linearized(spec, seed: int = 0, hparams: Mapping | None = None, *,
     multipliers) and the initial outputs of the simulator (zero when centred). Equals
     ``dynamics.sweep`` of ``Linearized(spec.model)`` to float tolerance, and of the network
     itself as its width goes to infinity in the NTK parametrization."""
+    if getattr(spec, "dtype", None) == "float64":
+        with jax.enable_x64(True):
+            return _predict_linearized(spec, seed, hparams, method, params0, batch_size)
+    return _predict_linearized(spec, seed, hparams, method, params0, batch_size)
+
+
+def _predict_linearized(spec, seed, hparams, method, params0, batch_size):
     from dynamics import init_params
 
     c = check_spec(spec, hparams)
