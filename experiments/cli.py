@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-BENCHMARKS = {"sweep": "experiments.bench_sweep", "curvature": "experiments.bench_curvature"}
+BENCHMARKS = {"sweep": "experiments.bench_sweep", "curvature": "experiments.bench_curvature",
+              "ntk": "experiments.bench_ntk"}
 
 
 def _list(args) -> int:

@@ -1,0 +1,160 @@
+"""``traindyn bench ntk``: the empirical NTK per method, against neural-tangents.
+
+For a dense MLP (NTK parametrization, tanh) on ``n`` random inputs it reports, after the
+compile (best of ``repeats``):
+
+* the time of ``kernels.empirical_ntk`` for each method (``jacobian``, ``ntvp``) and for
+  ``auto`` (with the cost model's estimates and choice), full output block, and the peak
+  temporary memory of each compiled program (XLA's ``memory_analysis``);
+* neural-tangents' ``empirical_ntk_fn`` on the same network and inputs for its three
+  implementations (Jacobian contraction, NTK-vector products, structured derivatives),
+  run in a subprocess with the interpreter named by ``NEURAL_TANGENTS_PYTHON`` (a Python
+  with neural-tangents 0.6.5, jax 0.4.23, numpy<2; neural-tangents does not import on
+  current JAX), and the ratio of its best method to ours; "not measured" with the reason
+  when the variable is unset or the run fails;
+* the overhead of ``KernelObservables`` in a sweep: the time of a sweep with them over
+  the same sweep without them (ratio measured in one process).
+
+Both JAX versions are recorded. Timings are of one process on the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dynamics as td
+import kernels
+
+NT_SCRIPT = r"""
+import json, sys, time
+import jax, jax.numpy as jnp, numpy as np
+import neural_tangents as nt
+from neural_tangents import stax
+cfg = json.loads(sys.argv[1])
+layers = []
+for _ in range(cfg["depth"]):
+    layers += [stax.Dense(cfg["width"], W_std=1.0, b_std=0.1, parameterization="ntk"),
+               stax.Erf()]
+layers.append(stax.Dense(cfg["out_dim"], W_std=1.0, b_std=0.1, parameterization="ntk"))
+init_fn, apply_fn, _ = stax.serial(*layers)
+x = jnp.asarray(np.random.default_rng(0).normal(size=(cfg["n"], cfg["dim"])), jnp.float32)
+_, params = init_fn(jax.random.PRNGKey(0), x.shape)
+out = {"jax": jax.__version__, "neural_tangents": "0.6.5", "seconds": {}}
+for name, impl in (("jacobian_contraction", 1), ("ntk_vector_products", 2),
+                   ("structured_derivatives", 3)):
+    fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), implementation=impl))
+    try:
+        fn(x, None, params).block_until_ready()
+        best = float("inf")
+        for _ in range(cfg["repeats"]):
+            t = time.perf_counter(); fn(x, None, params).block_until_ready()
+            best = min(best, time.perf_counter() - t)
+        out["seconds"][name] = best
+    except Exception as e:
+        out["seconds"][name] = f"failed: {type(e).__name__}"
+print(json.dumps(out))
+"""
+
+
+def _best(fn, repeats):
+    jax.block_until_ready(fn())
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _temp_bytes(compiled):
+    try:
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # a backend without memory analysis
+        return None
+
+
+def _neural_tangents(cfg):
+    python = os.environ.get("NEURAL_TANGENTS_PYTHON")
+    if not python:
+        return {"status": "not measured: NEURAL_TANGENTS_PYTHON is unset (a Python with "
+                          "neural-tangents 0.6.5, jax 0.4.23, numpy<2)"}
+    try:
+        res = subprocess.run([python, "-c", NT_SCRIPT, json.dumps(cfg)], capture_output=True,
+                             text=True, timeout=1800, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+                             if jax.default_backend() == "cpu" else None)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"status": f"not measured: {type(err).__name__}: {err}"}
+    if res.returncode != 0:
+        return {"status": "not measured: the subprocess failed: " + res.stderr[-500:]}
+    return {"status": "measured", **json.loads(res.stdout.strip().splitlines()[-1])}
+
+
+def main(quick: bool = False, seed: int = 0) -> dict:
+    cfg = ({"n": 16, "dim": 8, "width": 64, "depth": 2, "out_dim": 4, "repeats": 2}
+           if quick else
+           {"n": 128, "dim": 32, "width": 512, "depth": 2, "out_dim": 10, "repeats": 5})
+    model = td.MLP(width=cfg["width"], depth=cfg["depth"], out_dim=cfg["out_dim"],
+                   activation="erf", sigma_b=0.1)
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(cfg["n"], cfg["dim"])),
+                    jnp.float32)
+    params = model.init(jax.random.PRNGKey(seed), x)
+
+    def f(p, xx):
+        return model.apply(p, xx)
+
+    ours = {}
+    for method in ("jacobian", "ntvp"):
+        fn = jax.jit(lambda p, xx, m=method: kernels.empirical_ntk(f, p, xx, method=m))
+        compiled = fn.lower(params, x).compile()
+        ours[method] = {"seconds": _best(lambda: compiled(params, x), cfg["repeats"]),
+                        "temp_bytes": _temp_bytes(compiled)}
+    cost = kernels.ntk_cost(f, params, x)
+    best_ours = min(ours, key=lambda m: ours[m]["seconds"])
+    result = {
+        "config": cfg,
+        "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
+        "ours": ours,
+        "auto": {"choice": cost["choice"], "estimated_flops": cost["flops"],
+                 "best_measured": best_ours,
+                 "auto_over_best_time": ours[cost["choice"]]["seconds"]
+                 / ours[best_ours]["seconds"]},
+    }
+    nt_res = _neural_tangents(cfg)
+    if nt_res.get("status") == "measured":
+        times = {k: v for k, v in nt_res["seconds"].items() if isinstance(v, float)}
+        if times:
+            best_nt = min(times, key=times.get)
+            nt_res["best"] = best_nt
+            nt_res["ours_best_speedup"] = times[best_nt] / ours[best_ours]["seconds"]
+            nt_res["ours_auto_speedup"] = times[best_nt] / ours[cost["choice"]]["seconds"]
+    result["neural_tangents"] = nt_res
+    result["observables_overhead"] = _observable_overhead(quick, seed)
+    return result
+
+
+def _observable_overhead(quick, seed):
+    task = td.tasks.make("teacher_student_mlp", n_train=64 if quick else 256, n_test=64,
+                         dim=8, seed=seed)
+    model = td.MLP(width=64 if quick else 256, depth=2, activation="tanh")
+    steps = 40 if quick else 400
+    base = dict(model=model, task=task, steps=steps, log_every=10)
+    obs = kernels.KernelObservables(probe_size=16 if quick else 32, every=1)
+    times = {}
+    for name, observables in (("without", ("default",)), ("with", ("default", obs))):
+        spec = td.Spec(**base, observables=observables)
+        times[name] = _best(lambda s=spec: td.sweep(s, seed=[0, 1, 2, 3]).train_loss.values,
+                            1 if quick else 2)
+    return {"runs": 4, "steps": steps, "log_every": 10, "probe_size": obs.probe_size,
+            "seconds": times, "ratio_with_over_without": times["with"] / times["without"]}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(quick="--quick" in sys.argv), indent=2))
