@@ -375,3 +375,31 @@ def _check_against_dense(ds, st, model, small_task):
                 # float64 on both sides; the distance is a difference of O(1) numbers
                 np.testing.assert_allclose(final[name], value, rtol=1e-8, atol=1e-12)
             np.testing.assert_allclose(final.ntk_eigenvalues, lam[:3], rtol=1e-10)
+
+
+# -- the notebook ----------------------------------------------------------------------------------
+
+
+def test_kernels_notebook_executes(tmp_path):
+    """notebooks/kernels.ipynb runs top to bottom and its own assertions hold."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = pathlib.Path(__file__).parent.parent / "notebooks" / "kernels.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+
+
+@pytest.mark.slow
+def test_bench_ntk_quick(tmp_path):
+    from experiments import cli
+
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "ntk", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["ours"]) == {"jacobian", "ntvp"}
+    assert result["observables_overhead"]["ratio_with_over_without"] > 0
