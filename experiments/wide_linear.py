@@ -121,7 +121,7 @@ def run(depth, widths, seeds, n_train, n_test, steps, log_every, lr):
         ds[f"infinite_{split}_outputs"] = infinite[f"{split}_outputs"]
     ds.attrs["depth"] = depth
     ds.attrs["lr"] = lr
-    return ds
+    return ds.transpose("seed", "width", "step", ...)
 
 
 def _sup_gap(ds, name):
