@@ -16,6 +16,7 @@ EXPERIMENTS = {
     "edge-of-stability": "experiments.edge_of_stability",
     "sgd-stability": "experiments.sgd_stability",
     "batch-hessian": "experiments.batch_hessian",
+    "hessian-outliers": "experiments.hessian_outliers",
 }
 
 
