@@ -37,7 +37,7 @@ import numpy as np
 
 import dynamics as td
 import kernels
-from dynamics import activations
+from dynamics import activations, parametrization
 from experiments.common import Claim, loglog_slope
 
 NAME = "lazy-rich"
@@ -77,19 +77,24 @@ def initial_ntk(model: td.MLP, params, x1, x2, hparams):
     .. math::  \Theta_{oo'}(x, x') = \sum_l \big(m_l^2\, a^l(x) \cdot a^l(x') + \beta_l^2\big)\,
                \delta^l_o(x) \cdot \delta^l_{o'}(x'),
 
-    the layer-wise (outer-product) structure of the Jacobian of a dense layer (Novak et
-    al. 2022, "Fast Finite Width Neural Tangent Kernel", Sec. 3). It equals
+    the layer-wise (outer-product) structure of the Jacobian of a dense layer (the
+    structured derivatives of Novak, Sohl-Dickstein & Schoenholz 2022, "Fast Finite Width
+    Neural Tangent Kernel"). It equals
     ``kernels.empirical_ntk`` (tested) at a cost of ``O(n^2 O^2 N)`` instead of the
     ``O(n^2 O^2 N^2)`` of contracting Jacobians, which makes the ``2560 x 2560`` kernel of
     256 digits and 10 outputs cheap. Needs ``bias=True``, ``sigma_b > 0`` and learning-rate
     multipliers 1 (the ``standard`` and ``ntk`` parametrizations)."""
-    if not model.bias or model.sigma_b <= 0 or model.parametrization == "mup":
-        raise ValueError(f"initial_ntk needs bias=True, sigma_b > 0 and a parametrization "
-                         f"with unit learning-rate multipliers, got bias={model.bias}, "
-                         f"sigma_b={model.sigma_b}, parametrization={model.parametrization!r}")
     hp = {**hparams, "output_scale": 1.0}
     phi = activations.get(model.activation)
-    scales = model._scales(x1.shape[-1], model._hp(hp))
+    values = {**model.hparams(), **{k: v for k, v in hp.items() if k in model.hparams()}}
+    sigma_b = values.get("sigma_b", 0.0)
+    if not model.bias or model.parametrization == "mup" or (
+            isinstance(sigma_b, (int, float)) and sigma_b <= 0):
+        raise ValueError(f"initial_ntk needs bias=True, sigma_b > 0 and a parametrization "
+                         f"with unit learning-rate multipliers, got bias={model.bias}, "
+                         f"sigma_b={sigma_b}, parametrization={model.parametrization!r}")
+    scales = parametrization.layer_scales(model.parametrization, model.fan_ins(x1.shape[-1]),
+                                          values["sigma_w"], values["sigma_b"], model.gamma0)
 
     def layers(x):
         acts = [x] + [phi(model.apply(params[:l], x, hp)) for l in range(1, len(params))]
