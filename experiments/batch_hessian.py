@@ -1,16 +1,17 @@
 r"""Batch Hessian versus full Hessian, and the largest stable SGD learning rate.
 
 Granziol, Zohren & Roberts (2022), "Learning Rates as a Function of Batch Size: A Random
-Matrix Theory Approach to Neural Network Training" (JMLR 23). The Hessian of the loss on
-a batch of ``B`` examples drawn from ``P`` is the full Hessian plus a fluctuation,
-``H_B = H + E_B``, whose spectral width shrinks as the batch grows: in their model (Sec. 4,
-Thm. 4-5) the fluctuation is a Wigner-like matrix of variance ``~ (1/B - 1/P)``, so the
-largest eigenvalue of the batch Hessian exceeds the full one and falls towards it as
-``B -> P``, with an excess ``lambda_max(H_B) - lambda_max(H)`` that decays like ``1/B``
-while it dominates. The largest stable learning rate of SGD is set by the batch curvature,
-``eta* ~ 2 / lambda_max(H_B)`` (their Sec. 5), so while the fluctuation dominates
-(``B`` small) ``eta*`` grows linearly with ``B`` (the linear scaling rule), and it
-saturates at the full-batch value ``~ 2 / lambda_max(H)`` for large ``B``.
+Matrix Theory Approach to Neural Network Training" (JMLR 23; arXiv:2006.09092). They model
+the Hessian of the loss on a batch of ``B`` examples drawn from ``P`` as the full Hessian
+plus a field-dependent random fluctuation, ``H_B = H + E_B``, whose scale grows as the
+batch shrinks (the per-example Hessians are averaged over ``B`` instead of ``P``; for
+independent draws the fluctuation's variance goes like ``1/B - 1/P``). Their results: the
+extremal eigenvalues of the batch Hessian exceed those of the full Hessian, and the
+largest stable SGD learning rate, set by ``2 / lambda_max(H_B)``, grows linearly with
+``B`` while the fluctuation dominates ``lambda_max(H_B)`` (the linear scaling rule),
+saturating at the full-batch value ``~ 2 / lambda_max(H)`` for large ``B``. The excess
+``lambda_max(H_B) - lambda_max(H)`` falling like ``1/B`` at small ``B`` is what makes
+``eta* ~ B`` there; we measure both.
 
 Here: scikit-learn's digits with one-hot MSE targets (``dynamics.losses`` normalisation),
 a one-hidden-layer ReLU MLP in the standard parametrization, and one

@@ -4,8 +4,8 @@ Cohen, Kaur, Li, Kolter & Talwalkar (2021), "Gradient Descent on Neural Networks
 Typically Occurs at the Edge of Stability" (ICLR 2021). For gradient descent
 ``theta <- theta - eta grad L`` on a quadratic ``L = theta^T H theta / 2`` the iterates
 along an eigenvector of eigenvalue ``lambda`` are multiplied by ``1 - eta lambda``, so GD
-is stable iff the *sharpness* ``lambda_max(H) <= 2/eta`` (their Sec. 2, eq. 1). On neural
-networks they observe two phases (their Sec. 3, Fig. 1):
+is stable iff the *sharpness* ``lambda_max(H) <= 2/eta`` (the stability argument of their
+Sec. 2). On neural networks they observe two phases (their Fig. 1 and Sec. 3):
 
 1. *progressive sharpening*: while ``lambda_max < 2/eta`` the sharpness rises;
 2. *edge of stability*: once it reaches ``2/eta`` it stops rising and hovers just above

@@ -2,11 +2,11 @@ r"""Bulk and outliers: the Hessian at the end of training is a bulk near zero pl
 outliers, one per class.
 
 Sagun, Evci, Güney, Dauphin & Bottou (2017), "Empirical Analysis of the Hessian of
-Over-Parametrized Neural Networks" (arXiv:1706.04454), Sec. 2-3: the spectrum of the
+Over-Parametrized Neural Networks" (arXiv:1706.04454): the spectrum of the
 training-loss Hessian splits into a bulk concentrated near zero, which depends on the
 architecture, and a few large outliers whose number is the number of classes ``C`` and
-whose position depends on the data. The mechanism (their Sec. 2 and Papyan 2020, "Traces
-of class/cross-class structure pervade deep learning spectra", Sec. 4): near a minimum
+whose position depends on the data. The mechanism (their discussion, and Papyan 2020,
+"Traces of class/cross-class structure pervade deep learning spectra", JMLR 21): near a minimum
 the Hessian is close to the Gauss-Newton matrix ``G = (1/P) sum_i J_i^T M_i J_i`` (``J_i``
 the Jacobian of the logits, ``M_i = diag(p_i) - p_i p_i^T`` the Hessian of the
 cross-entropy in the logits); the per-class means of the gradients span a

@@ -16,7 +16,8 @@ linearised dynamics are
   equal (``tr H_i = tr H``) ``E ||delta'||^2 = ||delta||^2 - eta (2 - eta tr H)
   delta^T H delta``: the minimum repels SGD as soon as ``tr H > 2/eta``.
 
-Wu & Su's result (abstract and Sec. 3): if a global minimum is linearly stable for SGD,
+Wu & Su's result (stated in their abstract; proved in their stability analysis for the
+square loss): if a global minimum is linearly stable for SGD,
 then ``tr H(theta*) <= 2/eta``; for GD stability constrains only ``lambda_max(H) <=
 2/eta``. Since ``tr H >= lambda_max``, SGD's constraint is the stronger one, by up to the
 rank of ``H``. The bound is stated for the Hessian of the loss the optimizer follows, so
@@ -29,7 +30,7 @@ with one example per step over the same learning rates; at every log point of ev
 ``dynamics.curvature.Sharpness`` (Lanczos) and ``HessianTrace`` (Hutch++) are measured in
 the loop. A small initial weight scale lets the minima found depend on the learning rate.
 
-Claims: every converged SGD run ends at a minimum with ``eta tr H / 2 <= 1`` (10% allowed
+Claims: every converged SGD run ends at a minimum with ``eta tr H / 2 <= 1`` (5% allowed
 for the trace estimate), and the largest such value is at least 0.7 (the sweep reaches the
 bound, so the claim is not vacuous); every GD run ends with ``eta lambda_max / 2 <= 1``
 while some GD minimum has ``eta tr H / 2 >= 1.5`` (GD is not constrained by the trace);
