@@ -380,20 +380,6 @@ def _check_against_dense(ds, st, model, small_task):
 # -- the notebook ----------------------------------------------------------------------------------
 
 
-def test_kernels_notebook_executes(tmp_path):
-    """notebooks/kernels.ipynb runs top to bottom and its own assertions hold."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    path = pathlib.Path(__file__).parent.parent / "notebooks" / "kernels.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
-
-
 @pytest.mark.slow
 def test_bench_ntk_quick(tmp_path):
     from experiments import cli

@@ -130,10 +130,9 @@ def test_one_compile_per_static_value(task):
     # The observable is traced a fixed number of times per program (initial and scanned
     # log points, shape inference); a program per width, none per swept value.
     one_width = count_traces(task, 1, lr=0.1, width=[8])
-    few_values = count_traces(task, 2, lr=0.1, width=[8, 12])
-    many_values = count_traces(task, 3, lr=[0.1, 0.2, 0.3], output_scale=[0.5, 1.0], width=[8, 12])
+    many_values = count_traces(task, 2, lr=[0.1, 0.2, 0.3], output_scale=[0.5, 1.0], width=[8, 12])
     assert one_width > 0
-    assert few_values == many_values == 2 * one_width
+    assert many_values == 2 * one_width
 
 
 def test_attrs_hold_config_versions_and_root_seed(task):
