@@ -42,7 +42,7 @@ PRESETS = {
     "quick": dict(n_train=256, width=64, sigma_w=0.6, steps=1500, log_every=50,
                   lrs=(0.1, 0.2, 0.3), lanczos_iterations=20, seeds=1),
     "full": dict(n_train=1000, width=128, sigma_w=0.6, steps=6000, log_every=50,
-                 lrs=(0.05, 0.1, 0.15, 0.2, 0.3), lanczos_iterations=30, seeds=2),
+                 lrs=(0.05, 0.1, 0.15, 0.2), lanczos_iterations=30, seeds=2),
 }
 
 PLATEAU_TOLERANCE = 0.1  # relative: |plateau eta / 2 - 1| <= 0.1 (the 10%)
