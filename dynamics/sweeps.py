@@ -529,7 +529,7 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
     else:
         ds = parts[0]
     order = [d for d in dims if d in ds.dims]
-    rest = [d for d in ds.dims if d not in order and d != "step"]
+    rest = [d for d in ds.dims if d not in order and d in grid_names + static_names]
     ds = ds.transpose(*order, *rest, "step", ...)
     for name in list(ds.dims):
         if name not in dims and name != "step" and name in grid_names + static_names:

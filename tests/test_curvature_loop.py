@@ -72,7 +72,7 @@ def test_sharpness_and_top_eigenvalues_in_a_vmapped_sweep_equal_eigh():
     spec = make_spec(observables, center=True)
     ds, states = td.sweep(spec, seed=[0, 1], output_scale=[1.0, 2.0], return_state=True)
     assert ds.sharpness.dims == ("seed", "output_scale", "step")
-    assert ds.top_eigenvalues.dims == ("seed", "output_scale", "eigen_index", "step")
+    assert ds.top_eigenvalues.dims == ("seed", "output_scale", "step", "eigen_index")
     for i, seed in enumerate([0, 1]):
         for j, alpha in enumerate([1.0, 2.0]):
             params, params0 = run_params(states, (i, j))

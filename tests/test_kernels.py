@@ -342,7 +342,7 @@ def test_kernel_observables_in_a_sweep_equal_dense_computation(small_task):
     spec = td.Spec(model=model, task=small_task, steps=20, log_every=5,
                    observables=("loss", obs))
     ds, states = td.sweep(spec, seed=[0, 1], lr=[0.1, 0.6], return_state=True)
-    assert ds.ntk_eigenvalues.dims == ("seed", "lr", "ntk_index", "step")
+    assert ds.ntk_eigenvalues.dims == ("seed", "lr", "step", "ntk_index")
     assert np.isnan(ds.kernel_distance.sel(step=5)).all()  # every=2: log point 1 skipped
     st = states[()]
     with jax.enable_x64(True):

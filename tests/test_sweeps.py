@@ -267,6 +267,9 @@ def test_observables_see_outputs_on_rows_with_centering_and_name_their_coords(ta
     spec = small_spec(task, model=model, observables=(RowsProbe(),))
     ds, states = td.run(spec, seed=0, output_scale=3.0, return_state=True)
     assert list(ds.probe.values) == [0, 2]
+    assert ds.probe_outputs.dims == ("step", "probe")  # an observable's own dims come last
+    swept = td.sweep(spec, seed=range(2), output_scale=[1.0, 3.0], width=[8, 16])
+    assert swept.probe_outputs.dims == ("seed", "output_scale", "width", "step", "probe")
     # centred: zero at step 0 up to round-off (g0 was computed on the whole training set,
     # the probe on two rows: matmuls of another shape round differently, ~1e-7 on O(1))
     np.testing.assert_allclose(ds.probe_outputs.isel(step=0).values, 0.0, atol=1e-6)
