@@ -206,6 +206,14 @@ def kernel_claims(ds) -> list[Claim]:
     ]
 
 
+def _against_alpha(ax, final, name, alphas, prefix=""):
+    """``final[name]`` against alpha, one line per learning rate (mean and std over seeds)."""
+    for lr_value in final.lr.values:
+        v = final[name].sel(lr=lr_value)
+        ax.errorbar(alphas, v.mean("seed"), yerr=v.std("seed"), marker="o",
+                    label=f"{prefix}lr={lr_value:g}")
+
+
 def plot(ds, path) -> None:
     import matplotlib.pyplot as plt
 
@@ -228,49 +236,34 @@ def plot(ds, path) -> None:
     ax.legend(fontsize=7)
     final = ds.isel(step=-1)
     ax = axes[1]
-    for lr_value in ds.lr.values:
-        change = final.relative_weight_change.sel(lr=lr_value)
-        ax.errorbar(alphas, change.mean("seed"), yerr=change.std("seed"), marker="o",
-                    label=f"lr={lr_value:g}")
+    _against_alpha(ax, final, "relative_weight_change", alphas)
     ref = final.relative_weight_change.sel(lr=lr).mean("seed").values[-1] * alphas[-1]
     ax.plot(alphas, ref / alphas, "k:", label="1/alpha")
     ax.set(xscale="log", yscale="log", xlabel="output scale alpha",
            ylabel="||theta - theta0|| / ||theta0||", title="weight movement")
     ax.legend(fontsize=8)
     ax = axes[2]
-    for lr_value in ds.lr.values:
-        acc = final.test_accuracy.sel(lr=lr_value)
-        ax.errorbar(alphas, acc.mean("seed"), yerr=acc.std("seed"), marker="o",
-                    label=f"lr={lr_value:g}")
+    _against_alpha(ax, final, "test_accuracy", alphas)
     ax.set(xscale="log", xlabel="output scale alpha", ylabel="test accuracy",
            title="generalisation at the end of training")
     ax.legend(fontsize=8)
     ax = axes[3]
     if "kernel_distance" in ds:
-        for lr_value in ds.lr.values:
-            d = final.kernel_distance.sel(lr=lr_value)
-            ax.errorbar(alphas, d.mean("seed"), yerr=d.std("seed"), marker="o",
-                        label=f"lr={lr_value:g}")
+        _against_alpha(ax, final, "kernel_distance", alphas)
         ref = final.kernel_distance.sel(lr=lr).mean("seed").values[2] * alphas[2] ** 2
         ax.plot(alphas, ref / alphas**2, "k:", label="1/alpha^2")
         ax.set(xscale="log", yscale="log", xlabel="output scale alpha",
                ylabel="1 - cos(Theta_t, Theta_0)", title="kernel movement (end of training)")
         ax.legend(fontsize=8)
         ax = axes[4]
-        for lr_value in ds.lr.values:
-            a = final.kernel_alignment.sel(lr=lr_value)
-            ax.errorbar(alphas, a.mean("seed"), yerr=a.std("seed"), marker="o",
-                        label=f"end, lr={lr_value:g}")
+        _against_alpha(ax, final, "kernel_alignment", alphas, prefix="end, ")
         ax.plot(alphas, ds.kernel_alignment.isel(step=0).mean(("seed", "lr")), "k--",
                 label="initialisation")
         ax.set(xscale="log", xlabel="output scale alpha", ylabel="centred alignment",
                title="kernel-target alignment (first 16 train examples)")
         ax.legend(fontsize=8)
     ax = axes[5]
-    for lr_value in ds.lr.values:
-        t = final.test_loss.sel(lr=lr_value)
-        ax.errorbar(alphas, t.mean("seed"), yerr=t.std("seed"), marker="o",
-                    label=f"lr={lr_value:g}")
+    _against_alpha(ax, final, "test_loss", alphas)
     ax.set(xscale="log", xlabel="output scale alpha", ylabel="test loss",
            title="test loss at the end of training")
     ax.legend(fontsize=8)
