@@ -72,7 +72,7 @@ def _first_below(errors) -> int | None:
 
 
 def _lanczos_errors(flat_matvec, n, order, reference, key):
-    v0 = jax.random.normal(key, (n,))
+    v0 = jax.random.normal(key, (n,), jnp.float32)
     tri = jax.jit(lambda v: lanczos.tridiagonalize(flat_matvec, v, order))(v0)
     a, b = np.asarray(tri.alphas, np.float64), np.asarray(tri.betas, np.float64)
     tops = [np.linalg.eigvalsh(np.diag(a[:m]) + np.diag(b[: m - 1], 1) + np.diag(b[: m - 1], -1))[-1]
@@ -149,7 +149,7 @@ def _versus_matfree(flat_matvec, n, order, reference, key, repeats):
         from matfree import decomp
     except ImportError:
         return {"measured": False, "reason": "matfree is not installed (pip install matfree)"}
-    v0 = jax.random.normal(key, (n,))
+    v0 = jax.random.normal(key, (n,), jnp.float32)
     tridiag = decomp.tridiag_sym(order, reortho="full")
     theirs = jax.jit(lambda v: jnp.linalg.eigvalsh(tridiag(lambda w: flat_matvec(w), v).J_small)[-1])
     ours = jax.jit(lambda v: lanczos.ritz(lanczos.tridiagonalize(flat_matvec, v, order))[0][-1])

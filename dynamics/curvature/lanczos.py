@@ -68,7 +68,7 @@ def flat_operator(matvec: Callable, like):
     flat, unravel = ravel_pytree(like)
 
     def flat_matvec(x):
-        return ravel_pytree(matvec(unravel(x)))[0].astype(flat.dtype)
+        return ravel_pytree(matvec(unravel(x.astype(flat.dtype))))[0].astype(flat.dtype)
 
     return flat_matvec, flat, unravel
 
