@@ -15,6 +15,7 @@ from experiments import cli
 from experiments import lazy_rich, ntk_convergence, wide_linear
 
 
+@pytest.mark.slow  # heavier (a compile per width); CI runs it
 def test_layerwise_ntk_equals_jacobian_contraction():
     """``lazy_rich.initial_ntk`` (layer-wise outer products) against
     ``kernels.empirical_ntk`` (dense Jacobian contraction), full output block, float64:
@@ -42,6 +43,7 @@ def test_layerwise_ntk_refuses_models_without_bias():
         lazy_rich.initial_ntk(model, model.init(jax.random.PRNGKey(0), x), x, x, {})
 
 
+@pytest.mark.slow  # heavier (a compile per width); CI runs it
 def test_batched_linearized_predictions_equal_the_library_per_seed():
     """``wide_linear.linearized_predictions`` (all seeds in one program) against
     ``kernels.predict_linearized`` (one seed): the same kernels and the same ``predict``,

@@ -315,6 +315,7 @@ def test_predict_gd_equals_a_sweep_of_a_linear_model(small_task):
         np.testing.assert_allclose(pred.test_loss, sim.test_loss, rtol=1e-10)
 
 
+@pytest.mark.slow  # heavier (a compile per width); CI runs it
 def test_predict_gd_equals_a_simulated_linearised_network(small_task):
     """The wide linearised tanh network, trained by dynamics.sweep in parameter space
     (kernels.Linearized), equals predict_linearized in function space; centred mup run
