@@ -30,10 +30,6 @@ def runs_mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), ("runs",))
 
 
-def device_count() -> int:
-    return jax.device_count()
-
-
 def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
     """``a`` with its leading axis padded to ``size`` by repeating its last row."""
     a = np.asarray(a)

@@ -29,10 +29,12 @@ without; ``g`` is evaluated at ``alpha = 1`` and scaled after the subtraction, s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dynamics import losses
@@ -237,3 +239,18 @@ class Runner:
 
 def make_run(spec) -> Runner:
     return Runner(spec)
+
+
+def float_dtype(spec):
+    """The float dtype of a run (its task's arrays, as JAX holds them)."""
+    return jnp.asarray(np.asarray(spec.task.x_train)[:0]).dtype
+
+
+@functools.lru_cache(maxsize=64)
+def carry_shapes(spec):
+    """``(shapes of a run's TrainState, shapes of its hyperparameters)``, without
+    computing anything (``jax.eval_shape``)."""
+    dtype = float_dtype(spec)
+    hp = {k: jax.ShapeDtypeStruct((), dtype) for k in spec.hparams()}
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    return jax.eval_shape(make_run(spec).init_state, key, hp), hp

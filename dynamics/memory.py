@@ -22,10 +22,9 @@ import math
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from dynamics.loop import make_run
+from dynamics.loop import carry_shapes, float_dtype, make_run
 
 
 def _bytes(tree) -> int:
@@ -34,13 +33,9 @@ def _bytes(tree) -> int:
 
 def run_footprint(spec, logs_per_chunk: int) -> int:
     """Estimated device bytes of one run in a batched chunk (see the module doc)."""
-    runner = make_run(spec)
-    dtype = jnp.asarray(np.asarray(spec.task.x_train)[:0]).dtype
-    hp = {k: jax.ShapeDtypeStruct((), dtype) for k in spec.hparams()}
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    state = jax.eval_shape(runner.init_state, key, hp)
-    per_log = jax.eval_shape(lambda s, h: runner.observe(s, h, 0), state, hp)
-    itemsize = np.dtype(dtype).itemsize
+    state, hp = carry_shapes(spec)
+    per_log = jax.eval_shape(lambda s, h: make_run(spec).observe(s, h, 0), state, hp)
+    itemsize = np.dtype(float_dtype(spec)).itemsize
     model = spec.model
     widths = 0
     if hasattr(model, "fan_ins"):

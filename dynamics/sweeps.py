@@ -46,7 +46,8 @@ import xarray as xr
 
 from dynamics import devices, memory
 from dynamics.checkpoint import SweepCheckpoint, digest
-from dynamics.loop import make_run
+from dynamics.loop import carry_shapes, make_run
+from dynamics.loop import float_dtype as _dtype
 from dynamics.spec import Spec
 
 # Per-run work (multiply-adds of one optimizer step's forward pass) above which "auto"
@@ -120,10 +121,6 @@ def choose_strategy(spec: Spec, n_runs: int) -> str:
     if jax.default_backend() == "cpu" and step_work(spec) >= CPU_LOOP_THRESHOLD:
         return "loop"
     return "vmap"
-
-
-def _dtype(spec: Spec):
-    return jnp.asarray(np.asarray(spec.task.x_train)[:0]).dtype
 
 
 def default_logs_per_chunk(n_logs: int, chunks: int = 20) -> int:
@@ -233,12 +230,9 @@ def _run_keys(root_seed: int, seeds):
     return jax.vmap(lambda seed: run_key(root_seed, seed))(seeds)
 
 
-@functools.lru_cache(maxsize=64)
 def _state_structure(spec: Spec):
     """The pytree structure of a run's carry and its leaves' (shape, dtype)."""
-    dtype = _dtype(spec)
-    shapes = jax.eval_shape(make_run(spec).init_state, jax.ShapeDtypeStruct((2,), jnp.uint32),
-                            {k: jax.ShapeDtypeStruct((), dtype) for k in spec.hparams()})
+    shapes = carry_shapes(spec)[0]
     return jax.tree.structure(shapes), [(a.shape, a.dtype) for a in jax.tree.leaves(shapes)]
 
 
