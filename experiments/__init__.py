@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "sgd-stability": "experiments.sgd_stability",
     "batch-hessian": "experiments.batch_hessian",
     "hessian-outliers": "experiments.hessian_outliers",
+    "grokking": "experiments.grokking",
 }
 
 
