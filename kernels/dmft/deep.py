@@ -1,0 +1,328 @@
+r"""Deep networks: the self-consistent DMFT by alternating updates of the order parameters.
+
+Order parameters live on the grid of ``(t, mu)`` pairs, ``t = 0..T`` GD steps, ``mu`` over
+all examples (``N_g = (T+1) n`` points), as ``N_g x N_g`` matrices indexed time-major.
+One iteration (``kernels.dmft``, B&P 2022 Sec. 5) maps ``(Phi, G, A, B, f)`` to new ones:
+
+1. ``Delta(s) = (2/P)(y - f(s))`` on the training examples, 0 on test examples;
+2. per hidden layer ``l``, the memory kernels ``M_h = gamma sigma^2 (A^{l-1} +
+   eta Phi^{l-1} Delta [s<t])`` and ``M_z = gamma sigma^2 (B^l + eta G^{l+1} Delta [s<t])``;
+3. per layer, the fields ``h = u + M_h g``, ``z = r + M_z phi(h)``, ``g = phi'(h) z``, with
+   ``u ~ GP(0, sigma^2 Phi^{l-1})``, ``r ~ GP(0, sigma^2 G^{l+1})``:
+
+   * ``deep_linear`` (``phi(h) = h``): in closed form, ``h = H (u + M_h r)`` with
+     ``H = (I - M_h M_z)^{-1}``, hence (B&P eq. 11-12 in this discrete form)
+     ``Phi^l = H sigma^2 (Phi^{l-1} + M_h G^{l+1} M_h^T) H^T``,
+     ``G^l = (I + M_z H M_h) sigma^2 G^{l+1} (.)^T + M_z H sigma^2 Phi^{l-1} (M_z H)^T``,
+     ``A^l = H M_h / gamma``, ``B^{l-1} = M_z H / gamma``;
+   * ``monte_carlo``: ``S`` samples of ``(u, r)`` drawn from fixed whitened noise
+     (``u = L eps`` with ``L`` the Cholesky factor of ``sigma^2 Phi^{l-1}``, causal in
+     time; the same ``eps`` every iteration, so the
+     iteration is a deterministic map whose fixed point carries an ``O(S^{-1/2})`` error),
+     the causal equations solved step by step for each sample, ``Phi^l``, ``G^l`` their
+     sample averages and ``A^l``, ``B^{l-1}`` the sample averages of the Jacobians
+     ``d phi(h^l) / d r^l`` and ``d g^l / d u^l`` (``jax.jacfwd``, divided by ``gamma``);
+4. the output ``f = sigma^2 <d phi(h^L)/d rho>/gamma + eta sigma^2 (Phi^L Delta [s<t]) 1``;
+5. a damped update ``Q <- Q + beta (Q_new - Q)`` of every order parameter.
+
+The iteration stops when the largest relative change (Frobenius norm, over ``Phi``,
+``G``, ``A``, ``B``, ``f``) is below ``tol``. It starts from the ``gamma = 0`` solution
+(static kernels from the dual activations, NTK dynamics of ``f``) or from a given state
+(e.g. the solution at a smaller ``gamma0``: warm start).
+
+Cost per iteration: ``deep_linear`` ``O(L N_g^3)``; ``monte_carlo`` ``O(S N_g n)`` per
+layer for the fields plus ``O(S N_g^2 n)`` per Jacobian (``2L - 2`` of them): the
+responses dominate.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernels import activation_duals
+from kernels.dmft.common import activation_pair, causal_root, psd_sqrt, relative_change
+
+
+def grid_matrix(k_static, t1):
+    """A static ``n x n`` kernel on the ``(t, mu)`` grid: ``K[(t,mu),(s,nu)] = k[mu,nu]``."""
+    return jnp.kron(jnp.ones((t1, t1), k_static.dtype), k_static)
+
+
+def strict_causal(t1, n, dtype):
+    """``[s < t]`` on the grid."""
+    return jnp.kron(jnp.tril(jnp.ones((t1, t1), dtype), -1), jnp.ones((n, n), dtype))
+
+
+def static_kernels(problem, dtype):
+    """``Phi^l``, ``G^l`` (``l = 1..L``) at ``gamma = 0``, exact from the dual activation
+    (``kernels.activation_duals``): ``Phi^l = k(sigma^2 Phi^{l-1})``,
+    ``G^l = sigma^2 kdot(sigma^2 Phi^{l-1}) G^{l+1}``, ``G^{L+1} = 1``."""
+    p = problem
+    dual = activation_duals.get(p.activation)
+    s2 = p.sigma**2
+    phi = [jnp.asarray(p.phi0, dtype)]
+    kdots = []
+    for _ in range(p.depth):
+        c = s2 * phi[-1]
+        q = jnp.diag(c)
+        k, kdot = dual(q[:, None], q[None, :], c)
+        phi.append(k)
+        kdots.append(kdot)
+    g = [jnp.ones_like(phi[0])]
+    for kdot in reversed(kdots):
+        g.insert(0, s2 * kdot * g[0])
+    return phi[1:], g[:-1]  # Phi^1..Phi^L, G^1..G^L
+
+
+def ntk_outputs(problem, phi_static, g_static, dtype):
+    """``f(t)`` under the static NTK ``K = sigma^2 sum_l G^{l+1} Phi^l`` on every example:
+    ``f(t+1) = f(t) + eta K[:, train] Delta(t)`` (the ``gamma -> 0`` limit; exact GD of the
+    linearised network)."""
+    p = problem
+    s2 = p.sigma**2
+    phis = [jnp.asarray(p.phi0, dtype)] + list(phi_static)
+    gs = list(g_static) + [jnp.ones_like(phis[0])]
+    k = s2 * sum(g * ph for g, ph in zip(gs, phis))
+    y = jnp.zeros(p.n, dtype).at[: p.n_train].set(jnp.asarray(p.y, dtype))
+    mask = jnp.asarray(p.train_mask, dtype)
+
+    def step(f, _):
+        delta = (2.0 / p.n_train) * (y - f) * mask
+        return f + p.eta * k @ delta, f
+
+    _, f = jax.lax.scan(step, jnp.zeros(p.n, dtype), None, length=p.steps + 1)
+    return f
+
+
+def initial_state(problem, dtype):
+    """The ``gamma = 0`` solution on the grid: static kernels, no responses, NTK outputs."""
+    p = problem
+    t1, n, L = p.steps + 1, p.n, p.depth
+    phi_s, g_s = static_kernels(p, dtype)
+    zeros = jnp.zeros((max(L - 1, 0), t1 * n, t1 * n), dtype)
+    return {"phi": jnp.stack([grid_matrix(k, t1) for k in phi_s]),
+            "g": jnp.stack([grid_matrix(k, t1) for k in g_s]),
+            "a": zeros, "b": zeros,
+            "f": ntk_outputs(p, phi_s, g_s, dtype)}
+
+
+def _layer_inputs(state, l, L, phi0_grid, ones_grid, dvec, causal, eta, s2):
+    """``M_h / gamma``, ``M_z / gamma`` and the drives' covariances for hidden layer ``l``."""
+    phi_below = phi0_grid if l == 1 else state["phi"][l - 2]
+    a_below = 0.0 if l == 1 else state["a"][l - 2]
+    g_above = ones_grid if l == L else state["g"][l]
+    b_here = 0.0 if l == L else state["b"][l - 1]
+    mh = s2 * (a_below + eta * phi_below * dvec[None, :] * causal)
+    mz = s2 * (b_here + eta * g_above * dvec[None, :] * causal)
+    return mh, mz, s2 * phi_below, s2 * g_above
+
+
+def _linear_layer(mh, mz, cov_u, cov_r, gamma):
+    """Closed-form statistics of one linear layer (module doc, 3)."""
+    eye = jnp.eye(mh.shape[0], dtype=mh.dtype)
+    h_op = jnp.linalg.solve(eye - gamma**2 * mh @ mz, eye)  # H
+    hm = h_op @ mh  # H M_h / gamma = A^l
+    mzh = mz @ h_op  # M_z H / gamma = B^{l-1}
+    phi = h_op @ cov_u @ h_op.T + gamma**2 * hm @ cov_r @ hm.T
+    z_r = eye + gamma**2 * mz @ hm
+    g = z_r @ cov_r @ z_r.T + gamma**2 * mzh @ cov_u @ mzh.T
+    rho_response = hm @ jnp.ones(mh.shape[0], mh.dtype)  # <dh/d rho>/gamma, r = rho 1
+    return phi, g, hm, mzh, rho_response
+
+
+def _sample_solver(activation, t1, n):
+    phi_fn, dphi_fn = activation_pair(activation)
+
+    def solve_one(u, r, mh, mz):
+        """Fields of one sample: ``u``, ``r`` of shape ``(T+1, n)``; ``mh``, ``mz`` the
+        memory kernels (times ``gamma``) as ``(T+1, n, N_g)``."""
+        def step(carry, t):
+            hist_phi, hist_g = carry
+            h = u[t] + mh[t] @ hist_g.ravel()
+            phi = phi_fn(h)
+            hist_phi = hist_phi.at[t].set(phi)
+            z = r[t] + mz[t] @ hist_phi.ravel()
+            hist_g = hist_g.at[t].set(dphi_fn(h) * z)
+            return (hist_phi, hist_g), None
+
+        zeros = jnp.zeros((t1, n), u.dtype)
+        (hist_phi, hist_g), _ = jax.lax.scan(step, (zeros, zeros), jnp.arange(t1))
+        return hist_phi.ravel(), hist_g.ravel()
+
+    return solve_one
+
+
+def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma,
+              activation, t1, n, batch):
+    """Monte Carlo statistics of hidden layer ``l``: sums over samples of ``phi phi^T``,
+    ``g g^T``, ``d phi/d r``, ``d g/d u`` and ``d phi/d rho`` (module doc, 3)."""
+    ng = t1 * n
+    dtype = mh.dtype
+    solve_one = _sample_solver(activation, t1, n)
+    mh3 = (gamma * mh).reshape(t1, n, ng)
+    mz3 = (gamma * mz).reshape(t1, n, ng)
+    if l == 1:  # static drive u^1 = (sigma^2 Phi^0)^{1/2} eps, the same at every t
+        root = psd_sqrt(cov_u[:n, :n])
+        u_all = jnp.tile(eps_u[:, :n] @ root, (1, t1))
+    else:
+        u_all = eps_u @ causal_root(cov_u).T
+    if l == L:  # static readout drive r^L = rho, rho ~ N(0, sigma^2)
+        r_all = sigma * jnp.broadcast_to(eps_rho[:, None], (eps_rho.shape[0], ng))
+    else:
+        r_all = eps_r @ causal_root(cov_r).T
+    want_a, want_b, want_rho = l < L, l > 1, l == L
+
+    def one(u, r):
+        fn = lambda u_, r_: solve_one(u_.reshape(t1, n), r_.reshape(t1, n), mh3, mz3)
+        phi, g = fn(u, r)
+        out = {"phi": jnp.outer(phi, phi), "g": jnp.outer(g, g)}
+        if want_a and want_b:
+            (dphi_du, dphi_dr), (dg_du, dg_dr) = jax.jacfwd(fn, argnums=(0, 1))(u, r)
+            out["a"], out["b"] = dphi_dr, dg_du
+        elif want_a:
+            out["a"] = jax.jacfwd(fn, argnums=1)(u, r)[0]
+        elif want_b:
+            out["b"] = jax.jacfwd(fn, argnums=0)(u, r)[1]
+        if want_rho:
+            out["rho"] = jax.jvp(fn, (u, r), (jnp.zeros_like(u), jnp.ones_like(r)))[1][0]
+        return out
+
+    s = u_all.shape[0]
+    chunks = s // batch
+    u_c = u_all[: chunks * batch].reshape(chunks, batch, ng)
+    r_c = r_all[: chunks * batch].reshape(chunks, batch, ng)
+
+    def accumulate(total, ur):
+        part = jax.vmap(one)(*ur)
+        return jax.tree_util.tree_map(lambda t, p: t + p.sum(0), total, part), None
+
+    shapes = jax.eval_shape(one, u_all[0], r_all[0])
+    total0 = jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, dtype), shapes)
+    total, _ = jax.lax.scan(accumulate, total0, (u_c, r_c))
+    if chunks * batch < s:  # the remainder
+        part = jax.vmap(one)(u_all[chunks * batch:], r_all[chunks * batch:])
+        total = jax.tree_util.tree_map(lambda t, p: t + p.sum(0), total, part)
+    mean = jax.tree_util.tree_map(lambda t: t / s, total)
+    for key in ("a", "b", "rho"):
+        if key in mean:
+            mean[key] = mean[key] / gamma
+    return mean
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "activation", "L", "t1", "n",
+                                             "n_train", "batch"))
+def iterate(state, noise, phi0, y, mask, horizon, *, solver, activation, L, t1, n, n_train, batch,
+            sigma, gamma, eta, damping):
+    """One damped iteration; returns the new state and the relative change."""
+    dtype = phi0.dtype
+    s2 = sigma**2
+    ng = t1 * n
+    phi0_grid = grid_matrix(phi0, t1)
+    ones_grid = jnp.ones((ng, ng), dtype)
+    causal = strict_causal(t1, n, dtype)
+    y_full = jnp.zeros(n, dtype).at[:n_train].set(y)
+    live = (jnp.arange(t1) < horizon).astype(dtype)[:, None]  # training stops at horizon
+    delta = (2.0 / n_train) * (y_full[None] - state["f"]) * mask[None] * live
+    dvec = delta.ravel()
+    new = {"phi": [], "g": [], "a": [None] * max(L - 1, 0), "b": [None] * max(L - 1, 0)}
+    rho_response = None
+    for l in range(1, L + 1):
+        mh, mz, cov_u, cov_r = _layer_inputs(state, l, L, phi0_grid, ones_grid, dvec,
+                                             causal, eta, s2)
+        if solver == "deep_linear":
+            phi, g, a, b, rho = _linear_layer(mh, mz, cov_u, cov_r, gamma)
+            stats = {"phi": phi, "g": g, "a": a, "b": b, "rho": rho}
+        else:
+            stats = _mc_layer(noise["u"][l - 1], noise["r"][l - 1], noise["rho"], mh, mz,
+                              cov_u, cov_r, l=l, L=L, gamma=gamma, sigma=sigma,
+                              activation=activation, t1=t1, n=n, batch=batch)
+        new["phi"].append(stats["phi"])
+        new["g"].append(stats["g"])
+        if l < L:
+            new["a"][l - 1] = stats["a"]
+        if l > 1:
+            new["b"][l - 2] = stats["b"]
+        if l == L:
+            rho_response = stats["rho"]
+    f_new = s2 * rho_response + s2 * eta * (new["phi"][-1] * causal) @ dvec
+    empty = jnp.zeros((0, ng, ng), dtype)
+    new_state = {"phi": jnp.stack(new["phi"]), "g": jnp.stack(new["g"]),
+                 "a": jnp.stack(new["a"]) if L > 1 else empty,
+                 "b": jnp.stack(new["b"]) if L > 1 else empty,
+                 "f": f_new.reshape(t1, n)}
+    change = relative_change({k: v for k, v in new_state.items() if v.size},
+                             {k: v for k, v in state.items() if v.size})
+    damped = jax.tree_util.tree_map(lambda o, nw: o + damping * (nw - o), state, new_state)
+    return damped, change
+
+
+def make_noise(key, problem, samples, dtype):
+    """Whitened noise, fixed for the whole solve: ``u``, ``r`` ``(L, S, N_g)``, ``rho (S,)``."""
+    ng = (problem.steps + 1) * problem.n
+    ku, kr, kp = jax.random.split(key, 3)
+    return {"u": jax.random.normal(ku, (problem.depth, samples, ng), dtype),
+            "r": jax.random.normal(kr, (problem.depth, samples, ng), dtype),
+            "rho": jax.random.normal(kp, (samples,), dtype)}
+
+
+def half_noise(noise):
+    s = noise["rho"].shape[0] // 2
+    return {"u": noise["u"][:, :s], "r": noise["r"][:, :s], "rho": noise["rho"][:s]}
+
+
+def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, windows=1,
+        progress=None):
+    """Iterate to self-consistency. Returns ``(state, info)`` with ``iterations``,
+    ``converged``, ``change`` (last) and ``history`` of changes.
+
+    Causal continuation: the equations at step ``t`` involve order parameters at steps
+    ``<= t`` only, so the solution on ``[0, t_w]`` does not depend on later steps. With
+    ``windows > 1`` training is first stopped at ``t_w = (T+1)/windows`` (``Delta = 0``
+    after it, a benign continuation), iterated to ``tol``, then ``t_w`` is extended by one
+    window at a time; the last window is the full problem. Early iterations then never
+    see a far-off, unstable guess of the late errors."""
+    p = problem
+    kw = dict(solver=solver, activation=p.activation, L=p.depth, t1=p.steps + 1, n=p.n,
+              n_train=p.n_train, batch=batch, sigma=p.sigma, gamma=p.gamma, eta=p.eta,
+              damping=damping)
+    args = (jnp.asarray(p.phi0, dtype), jnp.asarray(p.y, dtype),
+            jnp.asarray(p.train_mask, dtype))
+    history = []
+    converged = False
+    t1 = p.steps + 1
+    bounds = [int(np.ceil(t1 * (w + 1) / windows)) for w in range(windows)]
+    for w, horizon in enumerate(bounds):
+        last = w == len(bounds) - 1
+        converged = False
+        while len(history) < max_iter:
+            state, change = iterate(state, noise, *args, horizon, **kw)
+            change = float(change)
+            history.append(change)
+            if progress is not None:
+                progress(len(history), change)
+            if not np.isfinite(change):
+                break
+            if change < tol:
+                converged = last
+                break
+        if not (history and np.isfinite(history[-1])):
+            break
+    return state, {"iterations": len(history), "converged": converged,
+                   "change": history[-1] if history else float("nan"), "history": history}
+
+
+def equal_time(state, problem):
+    """Equal-time ``Phi^l(t,t)``, ``G^l(t,t)`` as ``(T+1, L, n, n)``."""
+    t1, n = problem.steps + 1, problem.n
+
+    def diag_blocks(m):  # (L, N_g, N_g) -> (T+1, L, n, n)
+        m5 = m.reshape(m.shape[0], t1, n, t1, n)
+        idx = jnp.arange(t1)
+        return m5[:, idx, :, idx, :]  # advanced indices first: (T+1, L, n, n)
+
+    return diag_blocks(state["phi"]), diag_blocks(state["g"])
+
