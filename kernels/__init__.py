@@ -11,9 +11,11 @@
   over ``dynamics.sweep`` results.
 * ``KernelObservables`` (``kernels.observables``): NTK observables inside the training
   loop, for every run of a sweep.
+* ``kernels.dmft``: the infinite-width feature-learning limit (DMFT) of the ``mup`` MLP,
+  its order parameters as Datasets and as an observable of finite networks.
 """
 
-from kernels import activation_duals
+from kernels import activation_duals, dmft
 from kernels.empirical import (
     empirical_nngp,
     empirical_ntk,
@@ -30,6 +32,7 @@ __all__ = [
     "KernelObservables",
     "Linearized",
     "activation_duals",
+    "dmft",
     "empirical_nngp",
     "empirical_ntk",
     "linearize",

@@ -223,15 +223,18 @@ def test_finite_networks_approach_the_dmft():
 
 @pytest.mark.slow  # six widths, a compile each
 def test_finite_networks_converge_to_the_dmft_at_rate_one_over_sqrt_width():
-    """Widths 128..4096, 8 seeds: fitted log-log slopes of the RMS gaps (loss trajectory
-    and final Phi) are -1/2 +- 0.15 (theory: O(N^{-1/2}) fluctuations, Bordelon & Pehlevan
-    2023), and at N >= 1024 the DMFT lies within two standard deviations of the seeds'
-    mean at every logged step (the mean's bias is O(1/N), its spread O(N^{-1/2}))."""
+    """Widths 128..4096, 16 seeds: fitted log-log slopes of the RMS gaps (loss trajectory
+    and final Phi) are -1/2 +- 0.2 (theory: O(N^{-1/2}) fluctuations, Bordelon & Pehlevan
+    2023; an RMS over 16 seeds has a relative standard error of ~18%, which puts the
+    slope's standard error near 0.06 over six widths: 0.2 is about 3 of them; measured
+    with 8 seeds: -0.66 for the loss, -0.48 for Phi), and at N >= 1024 the DMFT lies within
+    two standard deviations of the seeds' spread around their mean at every logged step
+    (the mean's bias is O(1/N), its spread O(N^{-1/2})."""
     widths = (128, 256, 512, 1024, 2048, 4096)
-    theory, net, loss_gap, phi_gap = _convergence(widths, 8)
+    theory, net, loss_gap, phi_gap = _convergence(widths, 16)
     for gap in (loss_gap, phi_gap):
         slope = np.polyfit(np.log(widths), np.log(gap), 1)[0]
-        assert -0.65 <= slope <= -0.35, slope
+        assert -0.7 <= slope <= -0.3, slope
     for w in widths[3:]:
         runs = net.train_loss.sel(width=w)
         spread = runs.std("seed").values[1:]

@@ -30,9 +30,11 @@ The iteration stops when the largest relative change (Frobenius norm, over ``Phi
 (static kernels from the dual activations, NTK dynamics of ``f``) or from a given state
 (e.g. the solution at a smaller ``gamma0``: warm start).
 
-Cost per iteration: ``deep_linear`` ``O(L N_g^3)``; ``monte_carlo`` ``O(S N_g n)`` per
-layer for the fields plus ``O(S N_g^2 n)`` per Jacobian (``2L - 2`` of them): the
-responses dominate.
+Cost per iteration: ``deep_linear`` ``O(L N_g^3)``; ``monte_carlo`` ``O(S N_g^2)`` per
+layer for the fields plus ``2 S N_g^3`` for each of the ``2L - 2`` Jacobians (a tangent
+per grid point, carried through the ``T+1`` steps): the responses dominate. (A closed
+form per sample, ``D1 (I - M_h E)^{-1} M_h D1``, costs the same flops but batched
+triangular solves are slow on CPU; the forward-mode scan is the faster of the two.)
 """
 
 from __future__ import annotations
