@@ -7,7 +7,7 @@ import json
 import sys
 
 BENCHMARKS = {"sweep": "experiments.bench_sweep", "curvature": "experiments.bench_curvature",
-              "ntk": "experiments.bench_ntk"}
+              "ntk": "experiments.bench_ntk", "dmft": "experiments.bench_dmft"}
 
 
 def _list(args) -> int:
