@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "batch-hessian": "experiments.batch_hessian",
     "hessian-outliers": "experiments.hessian_outliers",
     "grokking": "experiments.grokking",
+    "dmft-kernels": "experiments.dmft_kernels",
 }
 
 
