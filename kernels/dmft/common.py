@@ -81,8 +81,11 @@ def to_dataset(problem, f, phi, g, *, attrs: dict) -> xr.Dataset:
 
 
 def relative_change(new, old) -> jax.Array:
-    """``||new - old|| / max(||old||, tiny)`` over a pytree, the largest leaf's."""
+    """``||new - old|| / max(||old||, ||new||, tiny)`` over a pytree, the largest leaf's
+    (at most 2; a leaf that starts at zero, like the responses of the ``gamma = 0``
+    start, counts as a change of 1, not of ``1/tiny``)."""
     leaves = jax.tree_util.tree_map(
         lambda a, b: jnp.linalg.norm((a - b).ravel()) / jnp.maximum(
-            jnp.linalg.norm(b.ravel()), 1e-30), new, old)
+            jnp.maximum(jnp.linalg.norm(b.ravel()), jnp.linalg.norm(a.ravel())), 1e-30),
+        new, old)
     return jnp.max(jnp.stack(jax.tree_util.tree_leaves(leaves)))

@@ -72,8 +72,10 @@ def static_kernels(problem, dtype):
         c = s2 * phi[-1]
         q = jnp.diag(c)
         k, kdot = dual(q[:, None], q[None, :], c)
-        phi.append(k)
-        kdots.append(kdot)
+        # quadrature duals (tanh, gelu) are symmetric only to ~1e-5: symmetrise, as
+        # kernels.predict does with the NTK
+        phi.append((k + k.T) / 2)
+        kdots.append((kdot + kdot.T) / 2)
     g = [jnp.ones_like(phi[0])]
     for kdot in reversed(kdots):
         g.insert(0, s2 * kdot * g[0])

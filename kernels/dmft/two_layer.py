@@ -60,10 +60,10 @@ def _integrate(eps_u, eps_rho, phi0, y, train_mask, *, activation, steps, sigma,
     return f, phi1[:, None], g1[:, None]
 
 
-def solve_two_layer(problem, samples: int, key):
+def solve_two_layer(problem, samples: int, key, half: bool = True):
     """Outputs ``f (T+1, n)`` and equal-time ``Phi^1``, ``G^1`` (``(T+1, 1, n, n)``) from
     ``samples`` sampled processes; also the same with the first half of the samples (for
-    the Monte Carlo error)."""
+    the Monte Carlo error) when ``half``, else ``None``."""
     p = problem
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     k_u, k_rho = jax.random.split(key)
@@ -73,5 +73,6 @@ def solve_two_layer(problem, samples: int, key):
             jnp.asarray(p.train_mask, dtype))
     kw = dict(activation=p.activation, steps=p.steps, sigma=p.sigma, gamma=p.gamma, eta=p.eta)
     full = _integrate(eps_u, eps_rho, *args, **kw)
-    half = _integrate(eps_u[: samples // 2], eps_rho[: samples // 2], *args, **kw)
-    return full, half
+    if not half:
+        return full, None
+    return full, _integrate(eps_u[: samples // 2], eps_rho[: samples // 2], *args, **kw)
