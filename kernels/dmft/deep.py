@@ -92,13 +92,18 @@ def ntk_outputs(problem, phi_static, g_static, dtype):
     gs = list(g_static) + [jnp.ones_like(phis[0])]
     k = s2 * sum(g * ph for g, ph in zip(gs, phis))
     y = jnp.zeros(p.n, dtype).at[: p.n_train].set(jnp.asarray(p.y, dtype))
-    mask = jnp.asarray(p.train_mask, dtype)
+    return _ntk_scan(k, y, jnp.asarray(p.train_mask, dtype), p.eta, p.n_train,
+                     steps=p.steps)
 
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def _ntk_scan(k, y, mask, eta, n_train, *, steps):
+    """The recursion of ``ntk_outputs``: one compile per shape, ``eta`` traced."""
     def step(f, _):
-        delta = (2.0 / p.n_train) * (y - f) * mask
-        return f + p.eta * k @ delta, f
+        delta = (2.0 / n_train) * (y - f) * mask
+        return f + eta * k @ delta, f
 
-    _, f = jax.lax.scan(step, jnp.zeros(p.n, dtype), None, length=p.steps + 1)
+    _, f = jax.lax.scan(step, jnp.zeros_like(y), None, length=steps + 1)
     return f
 
 

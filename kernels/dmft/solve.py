@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from typing import Mapping
 
 import jax
@@ -136,8 +137,6 @@ def solve(model, x_train, y_train, *, lr: float, steps: int, log_every: int = 1,
                  "change_history": json.dumps([float(c) for c in info["history"]]),
                  "seconds": round(seconds, 3), **errors}
         if chosen in ("deep_linear", "monte_carlo") and not info["converged"]:
-            import warnings
-
             warnings.warn(f"DMFT ({chosen}) did not converge in {info['iterations']} "
                           f"iterations: last relative change {info['change']:.3g} > tol="
                           f"{tol:g}; raise max_iter, lower damping or warm-start from a "
