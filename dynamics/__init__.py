@@ -1,15 +1,15 @@
 """traindyn's simulator: models, tasks, optimizers, the scanned training loop, sweeps and
 observables. See ``dynamics.sweeps`` for how a sweep becomes one compiled program."""
 
-from dynamics import observables, optimizers, parametrization, tasks
-from dynamics.flax_adapter import from_linen, from_nnx
-from dynamics.models import MLP
+from dynamics import models, observables, optimizers, parametrization, tasks
+from dynamics.models import MLP, from_linen, from_nnx
 from dynamics.optimizers import Optimizer
 from dynamics.spec import Spec
 from dynamics.storage import load, save
-from dynamics.sweeps import init_params, run, run_key, sweep
+from dynamics.sweeps import DivergenceWarning, init_params, run, run_key, sweep
 
 __all__ = [
+    "DivergenceWarning",
     "MLP",
     "Optimizer",
     "Spec",
@@ -17,6 +17,7 @@ __all__ = [
     "from_nnx",
     "init_params",
     "load",
+    "models",
     "observables",
     "optimizers",
     "parametrization",

@@ -40,23 +40,37 @@ def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)])
 
 
+def runs_sharding(mesh: Mesh) -> NamedSharding:
+    """Arrays split along their leading (runs) axis over ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec("runs"))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """Arrays held whole on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
 def shard_runs(tree, mesh: Mesh):
     """Host arrays (leading axis = runs, a multiple of the device count) as global arrays
     sharded over ``mesh`` along that axis; works alike for one process and several."""
 
     def put(a):
         a = np.asarray(a)
-        sharding = NamedSharding(mesh, PartitionSpec("runs", *([None] * (a.ndim - 1))))
-        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+        return jax.make_array_from_callback(a.shape, runs_sharding(mesh),
+                                            lambda index: a[index])
 
     return jax.tree.map(put, tree)
 
 
-def replicate(value, mesh: Mesh):
-    """A scalar replicated on every device of ``mesh``."""
-    a = np.asarray(value)
-    return jax.make_array_from_callback(a.shape, NamedSharding(mesh, PartitionSpec()),
-                                        lambda index: a[index])
+def replicate(tree, mesh: Mesh):
+    """Host arrays (a scalar, the data) replicated on every device of ``mesh``."""
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, replicated_sharding(mesh),
+                                            lambda index: a[index])
+
+    return jax.tree.map(put, tree)
 
 
 def to_host(tree):

@@ -1,15 +1,26 @@
 """Observables: what the training loop measures at its log points.
 
-An observable is a small frozen object with two things (the optax style of ``init`` /
-``update`` pairs, reduced to what a measurement needs):
+An observable is a small frozen object in the optax manner of ``init`` / ``update``
+pairs, reduced to what a measurement needs:
 
-* ``every``: its stride in log points (1: every log point). The loop evaluates it under a
-  ``lax.cond`` on the log-point counter, which is the same for every run of a sweep (not
-  batched), so its cost is paid only at its own stride; other log points hold NaN.
-* ``__call__(ctx) -> dict[str, Array]``: the values at one log point for one run, as a
-  function of a ``Context``. Arrays may have trailing dimensions; ``dims`` names them
-  (e.g. ``{"top_eigenvalues": ("eigen_index",)}``) and ``coords()`` may give coordinate
-  values for them (e.g. the grid of a spectral density).
+* ``every``: its stride in optimizer steps (``None``: every log point), a multiple of the
+  spec's ``log_every``. Log point 0 (the initial state) is always measured. The loop
+  evaluates it under a ``lax.cond`` on the log-point counter, which is the same for every
+  run of a sweep (not batched), so its cost is paid only at its own stride; other log
+  points hold NaN.
+* ``mode``: ``"eval"`` (default: running statistics, no dropout) or ``"train"`` (batch
+  statistics and dropout drawn from the log point's key): how the model is evaluated for
+  it. The two differ only for models with batch statistics or dropout.
+* ``init(ctx) -> state``: computed once per run at step 0 (e.g. the initial kernel);
+  default ``()``.
+* ``update(ctx, state) -> (values, state)``: the values at one of its log points and the
+  state it carries to its next one (e.g. the previous Ritz vectors, to warm-start a
+  Lanczos); the state is part of the run's carry, checkpointed with it. The default is
+  ``(self(ctx), state)``, so a stateless observable only writes ``__call__(ctx) -> dict``.
+
+Values are arrays that may have trailing dimensions; ``dims`` names them (e.g.
+``{"top_eigenvalues": ("eigen_index",)}``) and ``coords()`` may give coordinate values for
+them (e.g. the grid of a spectral density).
 
 The loop knows nothing about any particular observable: the NTK and Hessian observables
 plug in by subclassing ``Observable``.
@@ -26,6 +37,8 @@ import jax.numpy as jnp
 
 from dynamics.losses import accuracy
 
+MODES = ("eval", "train")
+
 
 class Context:
     """What an observable may look at, for one run at one log point.
@@ -33,25 +46,22 @@ class Context:
     ``outputs(params, split, rows=None)`` gives the trained network's outputs on
     ``"train"`` or ``"test"`` (or on the examples ``rows``, an integer index array, of
     that split), with the output scale and centering of the training loop
-    (``alpha (g(theta) - g(theta0))`` when the model is centred). ``loss(outputs, targets)``
-    is the training loss. Derived quantities are cached per trace, so observables that
-    share them compute them once.
+    (``alpha (g(theta) - g(theta0))`` when the model is centred), in this context's
+    ``mode``. ``data`` holds ``x_train``, ``y_train`` (the training targets, label noise
+    included), ``x_test`` and ``y_test``; targets of a masked task are
+    ``losses.Masked(values, mask)``. ``loss(outputs, targets)`` is the training loss.
+    ``opt_state`` and ``optimizer`` give access to the optimizer's state (e.g. Adam's
+    preconditioner). Derived quantities are cached per trace, so observables that share
+    them compute them once.
     """
 
-    def __init__(
-        self,
-        *,
-        params,
-        params0,
-        hparams: Mapping[str, Any],
-        step,
-        log_index,
-        data: Mapping[str, Any],
-        outputs: Callable,
-        loss: Callable,
-        classification: bool,
-        key,
-    ):
+    FIELDS = ("params", "params0", "hparams", "step", "log_index", "data", "outputs", "loss",
+              "classification", "key", "mode", "opt_state", "optimizer")
+
+    def __init__(self, *, params, params0, hparams: Mapping[str, Any], step, log_index,
+                 data: Mapping[str, Any], outputs: Callable, loss: Callable,
+                 classification: bool, key, mode: str = "eval", opt_state=None,
+                 optimizer=None):
         self.params = params
         self.params0 = params0
         self.hparams = hparams
@@ -62,13 +72,14 @@ class Context:
         self.loss = loss
         self.classification = classification
         self.key = key
+        self.mode = mode
+        self.opt_state = opt_state
+        self.optimizer = optimizer
 
     def fork(self) -> "Context":
         """The same inputs with an empty cache, for use inside another trace (a
         ``lax.cond`` branch), so that no cached value leaks between traces."""
-        fields = ("params", "params0", "hparams", "step", "log_index", "data", "outputs",
-                  "loss", "classification", "key")
-        return Context(**{f: getattr(self, f) for f in fields})
+        return Context(**{f: getattr(self, f) for f in self.FIELDS})
 
     @functools.cached_property
     def _train_forward(self):
@@ -97,11 +108,21 @@ def global_norm(tree):
 
 @dataclasses.dataclass(frozen=True)
 class Observable:
-    every: int = 1
+    every: int | None = None
+    mode: str = dataclasses.field(default="eval", kw_only=True)
     dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __call__(self, ctx: Context) -> dict[str, jax.Array]:
         raise NotImplementedError
+
+    def init(self, ctx: Context) -> Any:
+        """The state carried between this observable's log points, at step 0."""
+        del ctx
+        return ()
+
+    def update(self, ctx: Context, state) -> tuple[dict[str, jax.Array], Any]:
+        """``(values, state)`` at one of this observable's log points."""
+        return self(ctx), state
 
     def applies_to(self, classification: bool) -> bool:
         del classification
@@ -180,6 +201,10 @@ REGISTRY: dict[str, Observable] = {
 
 def resolve(observables) -> tuple[Observable, ...]:
     """Observable objects from a mix of objects, registry names and ``"default"``."""
+    if isinstance(observables, (str, Observable)):
+        raise ValueError(f"observables must be a tuple or list of Observable objects or "
+                         f"names in {['default', *REGISTRY]}, got the single "
+                         f"{observables!r}: write ({observables!r},)")
     out: list[Observable] = []
     for o in observables:
         if isinstance(o, Observable):
@@ -194,30 +219,54 @@ def resolve(observables) -> tuple[Observable, ...]:
                 f"{['default', *REGISTRY]}, got {o!r}"
             )
         for item in items:
-            if not isinstance(item.every, int) or item.every < 1:
-                raise ValueError(f"{type(item).__name__}.every must be an int >= 1, got {item.every!r}")
+            every = item.every
+            if every is not None and (not isinstance(every, int) or isinstance(every, bool)
+                                      or every < 1):
+                raise ValueError(f"{type(item).__name__}.every must be None or an int >= 1 "
+                                 f"(a stride in optimizer steps), got {every!r}")
+            if item.mode not in MODES:
+                raise ValueError(f"{type(item).__name__}.mode must be one of {list(MODES)}, "
+                                 f"got {item.mode!r}")
             if item not in out:
                 out.append(item)
     return tuple(out)
 
 
-def evaluate(observables, ctx: Context) -> dict[str, jax.Array]:
-    """All observables at one log point; strided ones under a ``lax.cond`` on the
-    (unbatched) log-point counter, NaN where skipped."""
+def _applies(obs, contexts) -> bool:
+    return obs.applies_to(contexts["eval"].classification)
+
+
+def init_states(observables, contexts) -> tuple:
+    """Every observable's ``init`` state at step 0 (``()`` for those that do not apply)."""
+    return tuple(obs.init(contexts[obs.mode]) if _applies(obs, contexts) else ()
+                 for obs in observables)
+
+
+def evaluate(observables, states, contexts, strides) -> tuple[dict[str, jax.Array], tuple]:
+    """All observables at one log point: ``(values, states)``. An observable whose stride
+    (in log points) does not divide the (unbatched) log-point counter is skipped under a
+    ``lax.cond``: NaN values, its state unchanged."""
     values: dict[str, jax.Array] = {}
-    for obs in observables:
-        if not obs.applies_to(ctx.classification):
+    new_states = []
+    for obs, state, stride in zip(observables, states, strides):
+        if not _applies(obs, contexts):
+            new_states.append(state)
             continue
-        if obs.every == 1:
-            out = obs(ctx)
+        ctx = contexts[obs.mode]
+        if stride == 1:
+            out, state = obs.update(ctx, state)
         else:
-            shapes = jax.eval_shape(lambda: obs(ctx.fork()))
-            skipped = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
-            out = jax.lax.cond(
-                ctx.log_index % obs.every == 0, lambda: obs(ctx.fork()), lambda: skipped
+            shapes = jax.eval_shape(lambda s: obs.update(ctx.fork(), s)[0], state)
+            skipped = jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes)
+            out, state = jax.lax.cond(
+                contexts["eval"].log_index % stride == 0,
+                lambda s: obs.update(ctx.fork(), s),
+                lambda s: (skipped, s),
+                state,
             )
+        new_states.append(state)
         for name, value in out.items():
             if name in values:
                 raise ValueError(f"two observables both produce {name!r}")
             values[name] = value
-    return values
+    return values, tuple(new_states)

@@ -15,14 +15,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import numbers
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from dynamics import observables as obs_lib
-from dynamics.models import Model
+from dynamics.checks import check_int, is_real
+from dynamics.models import base as model_lib
 from dynamics.optimizers import ADAPTIVE, Optimizer
+from dynamics.tasks import Task
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
 
@@ -54,8 +56,8 @@ class Spec:
       left as it was.
     """
 
-    model: Model
-    task: Any
+    model: Any
+    task: Task
     optimizer: Optimizer = Optimizer()
     steps: int = 1000
     batch_size: int | None = None
@@ -69,14 +71,20 @@ class Spec:
     dtype: str | None = None
 
     def __post_init__(self):
-        def need_int(name, value, low):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-        need_int("steps", self.steps, 1)
-        need_int("log_every", self.log_every, 1)
-        need_int("root_seed", self.root_seed, 0)
-        need_int("chunk_size", self.chunk_size, 1)
+        if isinstance(self.model, Task) or not hasattr(self.task, "arrays"):
+            raise ValueError(
+                f"Spec takes the model first and the task second (Spec(model, task, ...)), "
+                f"got model={type(self.model).__name__}, task={type(self.task).__name__}"
+            )
+        for name in ("init", "apply", "hparams", "lr_multipliers", "config"):
+            if not callable(getattr(self.model, name, None)):
+                raise ValueError(f"model must follow the model protocol "
+                                 f"(dynamics.models.base); {type(self.model).__name__} has no "
+                                 f"{name}()")
+        check_int("steps", self.steps)
+        check_int("log_every", self.log_every)
+        check_int("root_seed", self.root_seed, minimum=0)
+        check_int("chunk_size", self.chunk_size)
         if self.steps % self.log_every:
             raise ValueError(
                 f"log_every must divide steps={self.steps}, got log_every={self.log_every}"
@@ -92,7 +100,7 @@ class Spec:
             object.__setattr__(self, "task", _task_as(self.task, self.dtype))
         n_train = self.task.n_train
         if self.batch_size is not None:
-            need_int("batch_size", self.batch_size, 1)
+            check_int("batch_size", self.batch_size)
             if self.batch_size > n_train:
                 raise ValueError(
                     f"batch_size must be <= the number of training examples ({n_train}), "
@@ -100,7 +108,6 @@ class Spec:
                 )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
-        self.model.validate_data(self.task.x_train, self.task.out_dim)
         if getattr(self.model, "parametrization", None) == "mup" and self.optimizer.name in ADAPTIVE:
             raise ValueError(
                 f"optimizer {self.optimizer.name!r} with parametrization='mup': the mup "
@@ -108,7 +115,21 @@ class Spec:
                 "'momentum' (see dynamics.parametrization)"
             )
         object.__setattr__(self, "observables", obs_lib.resolve(self.observables))
+        for obs in self.observables:
+            self.observable_stride(obs)
         self.hparams()  # name collisions
+        check_outputs(self.model, self.task, self.hparams())
+
+    def observable_stride(self, obs) -> int:
+        """The stride of ``obs`` in log points (its ``every`` is in optimizer steps)."""
+        if obs.every is None:
+            return 1
+        if obs.every % self.log_every:
+            raise ValueError(
+                f"{type(obs).__name__}.every must be a multiple of log_every="
+                f"{self.log_every} (it is a stride in optimizer steps), got {obs.every}"
+            )
+        return obs.every // self.log_every
 
     # -- hyperparameters ---------------------------------------------------------------
 
@@ -126,13 +147,11 @@ class Spec:
         """Range checks for concrete values of hyperparameter ``name``."""
         for v in np.atleast_1d(np.asarray(values)).tolist():
             if name in self.model.hparams():
-                check = getattr(self.model, "check_hparams", None)
-                if check is not None:
-                    check({name: v})
+                model_lib.check_hparams(self.model, {name: v})
             elif name in self.optimizer.hparams():
                 self.optimizer.check_hparams({name: v})
             else:
-                if not (isinstance(v, numbers.Real) and np.isfinite(v) and v >= 0):
+                if not (is_real(v) and np.isfinite(v) and v >= 0):
                     raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
                 if name == "label_noise" and self.task.loss == "cross_entropy" and v > 1:
                     raise ValueError(f"label_noise must be in [0, 1] for classification, got {v!r}")
@@ -140,23 +159,38 @@ class Spec:
     # -- static axes -------------------------------------------------------------------
 
     def static_fields(self) -> dict[str, str]:
-        """Names that may be swept as static axes, and where they live."""
+        """Names that may be swept as static axes, and where they live ("spec", "model",
+        "task"). A name that both the model and the task have is reached as
+        ``"model.NAME"`` or ``"task.NAME"``."""
         names = {"batch_size": "spec"}
-        if dataclasses.is_dataclass(self.model):
-            for f in dataclasses.fields(self.model):
-                value = getattr(self.model, f.name)
-                not_static = ("out_dim", "kind", "name")
-                if isinstance(value, (bool, int, str)) and f.name not in not_static:
-                    names[f.name] = "model"
+        model = model_lib.static_fields(self.model)
+        task = self.task.static_fields()
+        for name in model:
+            names[f"model.{name}"] = "model"
+            if name not in task:
+                names[name] = "model"
+        for name in task:
+            names[f"task.{name}"] = "task"
+            if name not in model:
+                names[name] = "task"
         return names
 
     def with_static(self, name: str, value) -> "Spec":
         where = self.static_fields()[name]
+        field = name.split(".", 1)[-1]
         if isinstance(value, np.generic):
             value = value.item()
         if where == "model":
-            return dataclasses.replace(self, model=dataclasses.replace(self.model, **{name: value}))
-        return dataclasses.replace(self, **{name: value})
+            return dataclasses.replace(self, model=model_lib.with_static(self.model, field, value))
+        if where == "task":
+            task = self.task.with_static(field, value)
+            model = self.model
+            fields = model_lib.static_fields(model)
+            if hasattr(model, "out_dim") and getattr(model, "out_dim") != task.out_dim \
+                    and "out_dim" not in fields:  # the task fixes the model's outputs
+                model = model_lib.with_static(model, "out_dim", task.out_dim)
+            return dataclasses.replace(self, task=task, model=model)
+        return dataclasses.replace(self, **{field: value})
 
     # -- description -------------------------------------------------------------------
 
@@ -185,3 +219,32 @@ class Spec:
 
     def config_json(self) -> str:
         return json.dumps(self.config(), default=str, sort_keys=True)
+
+
+def check_outputs(model, task, hparams) -> None:
+    """The model takes the task's inputs and gives one output vector of ``task.out_dim``
+    per target position (checked abstractly on one example, before anything compiles)."""
+    x1 = jax.ShapeDtypeStruct((1, *task.input_shape), task.x_train.dtype)
+    hp = {k: jax.ShapeDtypeStruct((), np.dtype(task.dtype)) for k in hparams}
+
+    def forward(key, x, hp):
+        params, state = model_lib.init_variables(model, key, x, hp)
+        if state is None and not getattr(model, "stochastic", False):
+            return model.apply(params, x, hp)
+        return model.apply(params, x, hp, state=state)
+
+    try:
+        out = jax.eval_shape(forward, jax.ShapeDtypeStruct((2,), np.uint32), x1, hp)
+    except ValueError:
+        raise
+    except Exception as err:  # shape errors of user models come in many types
+        raise ValueError(f"model {model_lib.name(model)} cannot take the task's inputs of "
+                         f"shape {task.input_shape} ({task.x_train.dtype}) per example: "
+                         f"{type(err).__name__}: {err}") from err
+    want = (1, *task.position_shape[1:], task.out_dim)
+    if tuple(out.shape) != want:
+        raise ValueError(
+            f"model {model_lib.name(model)} gives outputs of shape {tuple(out.shape)[1:]} per "
+            f"example but the task needs {want[1:]} (one output vector of out_dim="
+            f"{task.out_dim} per target position of y_train {task.y_train.shape})"
+        )

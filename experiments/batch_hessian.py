@@ -63,8 +63,8 @@ def make_spec(n_train, width, steps, batch_size) -> td.Spec:
     task = td.tasks.digits(n_train=n_train, n_test=200, loss="mse", seed=0)
     model = td.MLP(width=width, depth=1, out_dim=10, activation="relu",
                    parametrization="standard")
-    observables = ("loss", curvature.Sharpness(iterations=20, every=2),
-                   curvature.BatchSharpness(batch_size=batch_size, iterations=20, every=2))
+    observables = ("loss", curvature.Sharpness(iterations=20, every=steps),
+                   curvature.BatchSharpness(batch_size=batch_size, iterations=20, every=steps))
     return td.Spec(model, task, td.optimizers.sgd(0.1), steps=steps, log_every=steps // 2,
                    batch_size=None if batch_size == n_train else batch_size,
                    observables=observables)

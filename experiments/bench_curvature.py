@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dynamics as td
-from dynamics import curvature, losses, parametrization
+from dynamics import curvature, losses
 from dynamics.curvature import lanczos, operators
 
 TARGET = 1e-3
@@ -168,8 +168,7 @@ def _versus_pyhessian(spec, params, x, y, matvec, lanczos_err, reference, key, r
         return {"measured": False,
                 "reason": "PYHESSIAN_PYTHON is not set (an interpreter with torch and pyhessian)"}
     model = spec.model
-    scales = parametrization.layer_scales(model.parametrization, model.fan_ins(x.shape[1]),
-                                          model.sigma_w, model.sigma_b, model.gamma0)
+    scales = [layer.scale for layer in model.layers(x.shape[1])]
     arrays = {"x": np.asarray(x), "y": np.asarray(y), "n_layers": np.asarray(len(params)),
               "multipliers": np.asarray([s.multiplier for s in scales], np.float32),
               "bias_multiplier": np.asarray(scales[0].bias_multiplier, np.float32)}

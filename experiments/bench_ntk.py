@@ -147,7 +147,7 @@ def _observable_overhead(quick, seed):
     model = td.MLP(width=64 if quick else 256, depth=2, activation="tanh")
     steps = 40 if quick else 400
     base = dict(model=model, task=task, steps=steps, log_every=10)
-    obs = kernels.KernelObservables(probe_size=16 if quick else 32, every=1)
+    obs = kernels.KernelObservables(probe_size=16 if quick else 32)
     times = {}
     for name, observables in (("without", ("default",)), ("with", ("default", obs))):
         spec = td.Spec(**base, observables=observables)

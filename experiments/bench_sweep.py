@@ -1,27 +1,30 @@
 """``traindyn bench sweep``: a sweep of S runs against S separate calls of one jitted run.
 
-For each width and number of runs S, on the digits task (full batch), it times
+For each model (the depth-2 tanh MLP on digits at several widths, a linen CNN on digit
+images, a one-block causal transformer on modular addition with integer tokens) and
+number of runs S it times
 
-* ``serial``: S calls of the same jitted single run (compiled once), one after another;
-* every batching strategy of ``dynamics.sweeps`` (``vmap``, ``map``, ``chunked``,
-  ``loop``) and what ``auto`` picks,
+* ``serial``: S calls of the same jitted single run (``Runner.run``, compiled once), one
+  after another;
+* every batching strategy of the engine (``vmap``, ``map``, ``chunked``, ``loop``,
+  executed as ``dynamics.sweep`` executes them) and what ``auto`` picks,
 
 each after its compile (best of ``repeats``, interleaved), and reports the time ratio
 ``serial / strategy`` (> 1: faster than the serial loop) and the achieved FLOP rate as a
 fraction of a large square matmul (``2 n^3`` FLOPs) timed in the same process. FLOPs are
-counted analytically from the dense layers: forward ``2 B n_in n_out`` per layer, the
-backward pass the weight gradient ``2 B n_in n_out`` for every layer and the input
-gradient for every layer but the first; the observables' full-batch loss, gradient and
-test forward pass at each log point are counted the same way. Elementwise work is not
-counted, so the fraction is a lower bound on how busy the cores are.
+XLA's own count for the whole single run (``cost_analysis`` of the lowered program: the
+training steps and every log point's observables, elementwise work included).
 
-It also measures what a long sweep pays for its safety and its devices:
+It also measures
 
-* ``checkpoint``: ``dynamics.sweep`` with ``checkpoint_dir`` (the carry and trajectory
-  written atomically after each of the ~20 chunks of log points) against the same sweep
-  without it: the time ratio;
+* ``data_as_arguments``: on a 10,000-example task, the HLO text size and the compile time
+  of a run with the data passed as arguments (the engine) against the same run with the
+  data closed over as constants (the engine before: ``Runner`` read the task's arrays
+  inside the traced function);
+* ``checkpoint``: ``dynamics.sweep`` with ``checkpoint_dir`` against the same sweep
+  without it;
 * ``sharding``: in a child process with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``,
-  the runs sharded over the 4 CPU devices against the same batched program on one device;
+  the runs sharded over the 4 CPU devices against the same sweep on one device;
 * ``throughput``: on an accelerator, a 1024-run sweep (lr x seed): runs x steps per
   second, and its speed-up over 8 runs.
 """
@@ -37,12 +40,14 @@ import sys
 import tempfile
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import dynamics as td
-from dynamics import sweeps
+from dynamics import assembly, execution, planning, programs, sweeps
+from dynamics.loop import make_run
 
 
 def _best_times(fns: dict, repeats: int) -> dict:
@@ -71,60 +76,157 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / _best_time(lambda: mm(a, b), repeats)
 
 
+def _hparams(spec, lr):
+    return {**{k: jnp.float32(v) for k, v in spec.hparams().items()}, "lr": jnp.float32(lr)}
+
+
 def run_flops(spec: td.Spec) -> float:
-    """Dense-layer FLOPs of one run (module doc)."""
-    model, task = spec.model, spec.task
-    dims = list(zip(model.fan_ins(task.in_dim), model.fan_ins(task.in_dim)[1:] + (model.out_dim,)))
-    macs = sum(a * b for a, b in dims)
-    first = dims[0][0] * dims[0][1]
-    train_step = 2 * macs + 2 * macs + 2 * (macs - first)  # forward, weight grads, input grads
-    batch = spec.batch_size or task.n_train
-    per_log = (train_step * task.n_train) + 2 * macs * task.x_test.shape[0]
-    return spec.steps * train_step * batch + (spec.n_logs + 1) * per_log
+    """XLA's FLOP count of one whole run (module doc)."""
+    runner = make_run(spec)
+    cost = jax.jit(runner.run).lower(sweeps.run_key(0, 0), _hparams(spec, 0.1),
+                                     spec.task.arrays()).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost["flops"])
 
 
-def bench_case(task, width: int, n_runs: int, steps: int, repeats: int, seed: int) -> dict:
-    spec = _spec(task, width, steps, seed)
-    seeds = list(range(n_runs))
-    lrs = np.linspace(0.02, 0.1, n_runs)
+# -- the models ------------------------------------------------------------------------
 
-    # The serial loop: S calls of one jitted single run.
-    runner = td.loop.make_run(spec)
-    single = jax.jit(runner.run)
-    defaults = spec.hparams()
-    keys = [sweeps.run_key(seed, s) for s in seeds]
-    hps = [{**{k: jnp.float32(v) for k, v in defaults.items()}, "lr": jnp.float32(lr)}
-           for lr in lrs]
+
+class CNN(nn.Module):
+    """Two 3x3 convolutions, global average pooling, a dense readout."""
+    channels: int = 16
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(self.channels, (3, 3))(x))
+        h = nn.relu(nn.Conv(self.channels, (3, 3))(h))
+        return nn.Dense(10)(h.mean(axis=(1, 2)))
+
+
+class Block(nn.Module):
+    """One pre-LayerNorm causal transformer block with learned positions."""
+    vocab: int = 60
+    width: int = 64
+    heads: int = 4
+
+    @nn.compact
+    def __call__(self, tokens):
+        h = nn.Embed(self.vocab, self.width)(tokens)
+        h = h + self.param("positions", nn.initializers.normal(0.02),
+                           (tokens.shape[-1], self.width))
+        attention = nn.MultiHeadDotProductAttention(self.heads)
+        h = h + attention(nn.LayerNorm()(h), mask=nn.make_causal_mask(tokens))
+        h = h + nn.Dense(self.width)(nn.gelu(nn.Dense(4 * self.width)(nn.LayerNorm()(h))))
+        return nn.Dense(self.vocab)(nn.LayerNorm()(h))
+
+
+def model_specs(quick: bool, seed: int) -> list[tuple[str, td.Spec, list[int]]]:
+    """``(label, spec, runs)`` of every case."""
+    steps = 10 if quick else 50
+    log_every = min(10, steps // 2)
+    digits = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
+    out = []
+    for width, runs in ([(32, [4])] if quick else [(64, [8, 64]), (256, [8, 32]), (512, [8])]):
+        model = td.MLP(width=width, depth=2, out_dim=10, activation="tanh")
+        out.append((f"mlp-{width}", td.Spec(model, digits, td.optimizers.sgd(0.05),
+                                            steps=steps, log_every=log_every,
+                                            root_seed=seed), runs))
+    images = td.tasks.digits(n_train=128 if quick else 512, n_test=128, shape="image",
+                             seed=seed)
+    channels = 4 if quick else 16
+    out.append((f"cnn-{channels}", td.Spec(td.from_linen(CNN, channels=channels), images,
+                                           td.optimizers.sgd(0.05), steps=steps,
+                                           log_every=log_every, root_seed=seed),
+                [4] if quick else [8]))
+    p = 7 if quick else 59
+    tokens = td.tasks.modular_arithmetic(p=p, train_fraction=0.5, encoding="tokens",
+                                         seed=seed)
+    width = 16 if quick else 64
+    block = td.from_linen(Block, vocab=p + 1, width=width, heads=2 if quick else 4)
+    out.append((f"transformer-{width}", td.Spec(block, tokens, td.optimizers.adam(1e-3),
+                                                 steps=steps, log_every=log_every,
+                                                 root_seed=seed), [4] if quick else [8]))
+    return out
+
+
+# -- sweep vs serial -------------------------------------------------------------------
+
+
+def bench_case(label: str, spec: td.Spec, n_runs: int, repeats: int, seed: int) -> dict:
+    seeds = np.arange(n_runs)
+    lrs = np.linspace(0.5, 1.5, n_runs) * float(spec.hparams()["lr"])
+    keys = sweeps.run_keys(seed, seeds)
+    data = jax.device_put(spec.task.arrays())
+
+    single = jax.jit(make_run(spec).run)
+    hps = [_hparams(spec, lr) for lr in lrs]
 
     def serial():
-        return [single(k, h) for k, h in zip(keys, hps)]
+        return [single(k, h, data) for k, h in zip(keys, hps)]
 
+    columns = {k: np.full(n_runs, v, np.float32) for k, v in spec.hparams().items()}
+    columns["lr"] = lrs.astype(np.float32)
     fns = {"serial": serial}
-    for strategy in sweeps.STRATEGIES:
-        fns[strategy] = functools.partial(
-            sweeps.batched_runs, dataclasses.replace(spec, strategy=strategy),
-            seeds=np.asarray(seeds), hparams={"lr": lrs})
+    for strategy in programs.STRATEGIES:
+        s = dataclasses.replace(spec, strategy=strategy)
+        plan = planning.make_plan(s, n_runs, logs_per_chunk=s.n_logs)
+        fns[strategy] = functools.partial(execution.execute, s, plan, keys, columns)
     times = _best_times(fns, repeats)
     t_serial = times["serial"]
     flops = run_flops(spec) * n_runs
-    case = {"width": width, "runs": n_runs, "steps": steps,
+    case = {"model": label, "runs": n_runs, "steps": spec.steps,
             "serial_seconds": round(t_serial, 4),
             "serial_gflops": round(flops / t_serial / 1e9, 2),
             "strategies": {}}
-    auto = sweeps.choose_strategy(spec, n_runs)
-    for strategy in sweeps.STRATEGIES:
+    for strategy in programs.STRATEGIES:
         t = times[strategy]
         case["strategies"][strategy] = {
             "seconds": round(t, 4),
             "speedup_over_serial": round(t_serial / t, 3),
             "gflops": round(flops / t / 1e9, 2),
         }
-    case["auto"] = auto
-    case["auto_speedup_over_serial"] = case["strategies"][auto]["speedup_over_serial"]
+    case["step_flops"] = programs.step_flops(spec)
+    case["auto"] = planning.choose_strategy(spec, n_runs)
+    case["auto_speedup_over_serial"] = case["strategies"][case["auto"]]["speedup_over_serial"]
     return case
 
 
-def _spec(task, width: int, steps: int, seed: int, **kw) -> td.Spec:
+# -- data as arguments -------------------------------------------------------------------
+
+
+def bench_data_as_arguments(n_train: int, dim: int, steps: int, seed: int) -> dict:
+    """HLO size and compile time with the data as arguments against the data as constants
+    (module doc), for one run of an MLP on ``n_train`` examples of ``dim`` features."""
+    task = td.tasks.teacher_student_linear(dim=dim, n_train=n_train, n_test=1000, seed=seed)
+    spec = td.Spec(td.MLP(width=64, depth=2), task, td.optimizers.sgd(0.05), steps=steps,
+                   log_every=steps // 2)
+    runner = make_run(spec)
+    data = spec.task.arrays()
+    key, hp = sweeps.run_key(seed, 0), _hparams(spec, 0.05)
+    out = {"examples": n_train, "features": dim}
+    for name, fn, args in (
+        ("arguments", jax.jit(runner.run), (key, hp, data)),
+        ("constants", jax.jit(lambda k, h: runner.run(k, h, data)), (key, hp)),
+    ):
+        start = time.perf_counter()
+        lowered = fn.lower(*args)
+        lowered.compile()
+        seconds = time.perf_counter() - start
+        out[name] = {"hlo_bytes": len(lowered.as_text().encode()),
+                     "lower_and_compile_seconds": round(seconds, 3)}
+    out["hlo_size_ratio_constants_over_arguments"] = round(
+        out["constants"]["hlo_bytes"] / out["arguments"]["hlo_bytes"], 1)
+    out["compile_time_ratio_constants_over_arguments"] = round(
+        out["constants"]["lower_and_compile_seconds"]
+        / out["arguments"]["lower_and_compile_seconds"], 2)
+    return out
+
+
+# -- checkpoints, devices, throughput --------------------------------------------------
+
+
+def _mlp_spec(task, width: int, steps: int, seed: int, **kw) -> td.Spec:
     model = td.MLP(width=width, depth=2, out_dim=task.out_dim, activation="tanh")
     return td.Spec(model, task, td.optimizers.sgd(0.05), steps=steps,
                    log_every=min(10, steps // 2), root_seed=seed, **kw)
@@ -132,7 +234,7 @@ def _spec(task, width: int, steps: int, seed: int, **kw) -> td.Spec:
 
 def bench_checkpoint(task, width: int, n_runs: int, steps: int, repeats: int, seed: int) -> dict:
     """A sweep with and without ``checkpoint_dir`` (a fresh directory each time)."""
-    spec = _spec(task, width, steps, seed)
+    spec = _mlp_spec(task, width, steps, seed)
     axes = {"seed": range(n_runs)}
     root = tempfile.mkdtemp(prefix="bench-checkpoint-")
     count = iter(range(10**6))
@@ -141,9 +243,9 @@ def bench_checkpoint(task, width: int, n_runs: int, steps: int, repeats: int, se
         return td.sweep(spec, checkpoint_dir=os.path.join(root, str(next(count))),
                         progress=False, **axes)
 
-    times = _best_times({"plain": lambda: td.sweep(spec, **axes),
+    times = _best_times({"plain": lambda: td.sweep(spec, progress=False, **axes),
                          "checkpointed": with_checkpoint}, repeats)
-    plan = sweeps.make_plan(spec, n_runs)
+    plan = planning.make_plan(spec, n_runs)
     return {"width": width, "runs": n_runs, "steps": steps,
             "chunks_of_log_points": spec.n_logs // plan.logs_per_chunk,
             "plain_seconds": round(times["plain"], 4),
@@ -155,23 +257,20 @@ _SHARDING_CHILD = """
 import json, sys, jax, numpy as np
 from experiments import bench_sweep as b
 import dynamics as td
-from dynamics import sweeps
+from dynamics import execution, planning, sweeps
 width, n_runs, steps, repeats, seed = map(int, sys.argv[1:6])
 task = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
-spec = b._spec(task, width, steps, seed, strategy="vmap")
-plan = sweeps.make_plan(spec, n_runs)
-program = sweeps._program(spec, "vmap", spec.n_logs)  # the whole run in one chunk
-keys = np.asarray(sweeps._run_keys(seed, np.arange(n_runs, dtype=np.uint32)))
+spec = b._mlp_spec(task, width, steps, seed, strategy="vmap")
+keys = sweeps.run_keys(seed, np.arange(n_runs))
 hp = {k: np.full(n_runs, v, np.float32) for k, v in spec.hparams().items()}
-structure, leaves = sweeps._state_structure(spec)
-zeros = jax.tree.unflatten(structure, [np.zeros((n_runs, *s), d) for s, d in leaves])
-mesh = td.devices.runs_mesh()
-sharded = td.devices.shard_runs((keys, hp, zeros), mesh)
-one = jax.device_put((keys, hp, zeros), jax.devices()[0])
-start_sharded = td.devices.replicate(np.int32(0), mesh)
+sharded = planning.make_plan(spec, n_runs, logs_per_chunk=spec.n_logs)
+one = planning.Plan("chunked", n_runs, spec.n_logs)  # the same runs on one device
+spec_one = td.Spec(spec.model, spec.task, spec.optimizer, steps=spec.steps,
+                   log_every=spec.log_every, root_seed=seed, strategy="chunked",
+                   chunk_size=n_runs)
 times = b._best_times({
-    "one_device": lambda: program(*one, np.int32(0)),
-    "sharded": lambda: program(*sharded, start_sharded),
+    "one_device": lambda: execution.execute(spec_one, one, keys, hp),
+    "sharded": lambda: execution.execute(spec, sharded, keys, hp),
 }, repeats)
 print(json.dumps({"devices": jax.device_count(), **times}))
 """
@@ -179,8 +278,8 @@ print(json.dumps({"devices": jax.device_count(), **times}))
 
 def bench_sharding(width: int, n_runs: int, steps: int, repeats: int, seed: int,
                    devices: int = 4) -> dict:
-    """The runs of a vmapped program sharded over ``devices`` forced CPU devices against
-    the same program on one of them (in a child process: the device count is fixed when
+    """The runs of a vmapped sweep sharded over ``devices`` forced CPU devices against the
+    same batch of runs on one of them (in a child process: the device count is fixed when
     JAX starts)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
@@ -199,11 +298,12 @@ def bench_sharding(width: int, n_runs: int, steps: int, repeats: int, seed: int,
 def bench_throughput(task, width: int, steps: int, repeats: int, seed: int,
                      sizes=(8, 1024)) -> dict:
     """Run-steps per second of ``dynamics.sweep`` over ``lr x seed`` for each size."""
-    spec = _spec(task, width, steps, seed)
+    spec = _mlp_spec(task, width, steps, seed)
     out = {"width": width, "steps": steps, "sizes": {}}
     for n in sizes:
         axes = {"seed": range(n // 8), "lr": list(np.linspace(0.01, 0.08, 8))}
-        t = _best_times({"sweep": lambda: td.sweep(spec, **axes)}, repeats)["sweep"]
+        t = _best_times({"sweep": lambda: td.sweep(spec, progress=False, **axes)},
+                        repeats)["sweep"]
         out["sizes"][str(n)] = {"seconds": round(t, 4),
                                 "run_steps_per_second": round(n * steps / t, 1)}
     first, last = (out["sizes"][str(n)]["run_steps_per_second"] for n in (sizes[0], sizes[-1]))
@@ -212,50 +312,55 @@ def bench_throughput(task, width: int, steps: int, repeats: int, seed: int,
 
 
 def main(quick: bool = False, seed: int = 0) -> dict:
-    cases_wanted = ([(32, 4)] if quick else
-                    [(64, 8), (64, 64), (256, 8), (256, 32), (512, 8)])
-    steps = 10 if quick else 50
     repeats = 1 if quick else 2
-    task = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
     peak = matmul_rate(1024 if quick else 2048)
     cases = []
-    for width, n in cases_wanted:
-        case = bench_case(task, width, n, steps, repeats, seed)
-        print(f"width {width}, {n} runs: serial {case['serial_seconds']} s, "
-              + ", ".join(f"{k} x{v['speedup_over_serial']}" for k, v in case["strategies"].items()),
-              file=sys.stderr, flush=True)
-        for entry in [case] + list(case["strategies"].values()):
-            key = "serial_gflops" if entry is case else "gflops"
-            entry["fraction_of_matmul"] = round(entry[key] * 1e9 / peak, 3)
-        cases.append(case)
-    wide = [c for c in cases if c["width"] >= 256]
-    checkpoint = bench_checkpoint(task, 32 if quick else 64, 4 if quick else 16,
+    for label, spec, run_counts in model_specs(quick, seed):
+        for n in run_counts:
+            case = bench_case(label, spec, n, repeats, seed)
+            print(f"{label}, {n} runs: serial {case['serial_seconds']} s, "
+                  + ", ".join(f"{k} x{v['speedup_over_serial']}"
+                              for k, v in case["strategies"].items()),
+                  file=sys.stderr, flush=True)
+            for entry in [case] + list(case["strategies"].values()):
+                key = "serial_gflops" if entry is case else "gflops"
+                entry["fraction_of_matmul"] = round(entry[key] * 1e9 / peak, 3)
+            cases.append(case)
+    data_args = bench_data_as_arguments(1000 if quick else 10_000, 64, 20 if quick else 100,
+                                        seed)
+    print(f"data as arguments: HLO x{data_args['hlo_size_ratio_constants_over_arguments']} "
+          f"smaller, compile x{data_args['compile_time_ratio_constants_over_arguments']} "
+          "faster", file=sys.stderr)
+    digits = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
+    checkpoint = bench_checkpoint(digits, 32 if quick else 64, 4 if quick else 16,
                                   20 if quick else 400, repeats, seed)
     print(f"checkpoint overhead x{checkpoint['checkpoint_overhead_ratio']}", file=sys.stderr)
     sharding = bench_sharding(32 if quick else 128, 8 if quick else 32, 10 if quick else 100,
                               repeats, seed)
     print(f"sharded over 4 CPU devices x{sharding['sharded_speedup']}", file=sys.stderr)
     if jax.default_backend() != "cpu":
-        throughput = bench_throughput(task, 256, 10 if quick else 200, repeats, seed)
+        throughput = bench_throughput(digits, 256, 10 if quick else 200, repeats, seed)
     else:
         throughput = "not measured: the 1024-run throughput is for accelerators"
     return {
         "benchmark": "sweep",
         "summary": {
+            "auto_speedup_over_serial": {f"{c['model']} x{c['runs']}":
+                                         c["auto_speedup_over_serial"] for c in cases},
+            "auto_fraction_of_matmul": {f"{c['model']} x{c['runs']}":
+                                        c["strategies"][c["auto"]]["fraction_of_matmul"]
+                                        for c in cases},
+            "data_as_arguments": {k: data_args[k] for k in data_args if "ratio" in k},
             "checkpoint_overhead_ratio": checkpoint["checkpoint_overhead_ratio"],
             "sharded_speedup_4_cpu_devices": sharding["sharded_speedup"],
-            "auto_min_speedup_over_serial": min(c["auto_speedup_over_serial"] for c in cases),
-            "auto_min_fraction_of_matmul_width_ge_256": min(
-                (c["strategies"][c["auto"]]["fraction_of_matmul"] for c in wide), default=None),
         },
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "matmul_gflops": round(peak / 1e9, 2),
-        "task": task.summary(),
-        "model": "MLP depth 2 tanh, full-batch GD",
         "cases": cases,
+        "data_as_arguments": data_args,
         "checkpoint": checkpoint,
         "sharding": sharding,
         "throughput": throughput,
-        "versions": sweeps.versions(),
+        "versions": assembly.versions(),
     }

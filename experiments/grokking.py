@@ -275,8 +275,7 @@ class QuadraticNetwork:
     def apply(self, params, x, hparams: Mapping | None = None):
         hp = self._hp(hparams)
         h = x @ params["w"].T
-        g = jnp.mean(h + 0.5 * hp["eps"] * h * h, axis=-1, keepdims=True)
-        return hp["output_scale"] * g
+        return jnp.mean(h + 0.5 * hp["eps"] * h * h, axis=-1, keepdims=True)
 
     def lr_multipliers(self, params, hparams: Mapping | None = None):
         return {"w": float(self.width)}

@@ -63,7 +63,7 @@ def make_spec(n_classes, dim, n_train, width, separation, steps, lr, lanczos_ite
                                      loss="cross_entropy")
     model = td.MLP(width=width, depth=1, out_dim=n_classes, activation="tanh",
                    parametrization="ntk")
-    top = curvature.TopEigenvalues(k=3 * n_classes, iterations=lanczos_iterations, every=2)
+    top = curvature.TopEigenvalues(k=3 * n_classes, iterations=lanczos_iterations, every=steps)
     return td.Spec(model, task, td.optimizers.sgd(lr), steps=steps, log_every=steps // 2,
                    observables=("loss", "accuracy", top))
 

@@ -37,7 +37,7 @@ import numpy as np
 
 import dynamics as td
 import kernels
-from dynamics import activations, parametrization
+from dynamics import activations
 from experiments.common import Claim, loglog_slope
 
 NAME = "lazy-rich"
@@ -51,21 +51,19 @@ PRESETS = {
 }
 
 
-# The kernel observables on the first 16 training examples at the start, middle and end.
-KERNEL_OBSERVABLES = kernels.KernelObservables(probe_size=16, every=10)
-
-
 def make_spec(width: int, n_train: int, steps: int, log_every: int) -> td.Spec:
     task = td.tasks.digits(n_train=n_train, n_test=500, loss="mse", seed=0)
     model = td.MLP(width=width, depth=2, out_dim=10, activation="tanh",
                    parametrization="ntk", center=True)
-    if (steps // log_every) % KERNEL_OBSERVABLES.every:
-        raise ValueError(f"steps // log_every must be a multiple of "
-                         f"{KERNEL_OBSERVABLES.every} (the kernel observables' stride), got "
-                         f"{steps} // {log_every}")
+    if (steps // 2) % log_every:
+        raise ValueError(f"steps / 2 must be a multiple of log_every (the kernel observables "
+                         f"run at the start, middle and end), got steps={steps}, "
+                         f"log_every={log_every}")
+    # The kernel observables on the first 16 training examples at the start, middle and end.
+    kernel_observables = kernels.KernelObservables(probe_size=16, every=steps // 2)
     return td.Spec(model, task, td.optimizers.sgd(0.5), steps=steps, log_every=log_every,
                    scale_lr_by_output_scale=True,
-                   observables=("default", KERNEL_OBSERVABLES))
+                   observables=("default", kernel_observables))
 
 
 def initial_ntk(model: td.MLP, params, x1, x2, hparams):
@@ -93,8 +91,7 @@ def initial_ntk(model: td.MLP, params, x1, x2, hparams):
         raise ValueError(f"initial_ntk needs bias=True, sigma_b > 0 and a parametrization "
                          f"with unit learning-rate multipliers, got bias={model.bias}, "
                          f"sigma_b={sigma_b}, parametrization={model.parametrization!r}")
-    scales = parametrization.layer_scales(model.parametrization, model.fan_ins(x1.shape[-1]),
-                                          values["sigma_w"], values["sigma_b"], model.gamma0)
+    scales = [layer.scale for layer in model.layers(x1.shape[-1], values)]
 
     def layers(x):
         acts = [x] + [phi(model.apply(params[:l], x, hp)) for l in range(1, len(params))]

@@ -89,7 +89,7 @@ def ntk_at_init(model: td.MLP, x, seeds: int) -> np.ndarray:
 def make_spec(depth, n_train, steps, log_every, lr, probe_size) -> td.Spec:
     task = td.tasks.teacher_student_mlp(dim=8, n_train=n_train, n_test=64,
                                         activation="tanh", seed=0)
-    every = steps // log_every // 2  # kernel observables at the start, middle and end
+    every = steps // 2  # kernel observables at the start, middle and end
     observables = ("loss", "relative_weight_change",
                    kernels.KernelObservables(probe_size=probe_size, every=every))
     return td.Spec(make_model(64, depth), task, td.optimizers.sgd(lr), steps=steps,

@@ -80,7 +80,7 @@ def make_spec(n_train, dim, width, sigma_w, steps, n_logs, batch_size) -> td.Spe
                    parametrization="standard", sigma_w=sigma_w)
     observables = ("loss", curvature.Sharpness(iterations=20),
                    curvature.HessianTrace(samples=trace_probes(n_train), method="hutch++",
-                                          every=max(n_logs // 5, 1)))
+                                          every=max(n_logs // 5, 1) * (steps // n_logs)))
     return td.Spec(model, task, td.optimizers.sgd(0.1), steps=steps,
                    log_every=steps // n_logs, batch_size=batch_size, observables=observables)
 

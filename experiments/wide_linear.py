@@ -92,7 +92,7 @@ def linearized_predictions(spec: td.Spec, params0, seeds) -> xr.Dataset:
 
     def ntks(p0):
         def f(p, xx):
-            return model.apply(p, xx, hp)
+            return td.models.apply_scaled(model, p, xx, hp)
 
         mult = model.lr_multipliers(p0, hp)
         return (kernels.empirical_ntk(f, p0, x, method="jacobian", lr_multipliers=mult),

@@ -267,15 +267,14 @@ def mlp_features(model, hparams: Mapping | None = None) -> Callable:
     phi = activations.get(model.activation)
 
     def features(params, x):
-        hp = model._hp(hparams)
-        scales = model._scales(x.shape[-1], hp)
+        layers = model.layers(x.shape[-1], hparams)
         h = x
-        for l, (layer, s) in enumerate(zip(params[:-1], scales[:-1])):
+        for l, (p, layer) in enumerate(zip(params[:-1], layers[:-1])):
             if l > 0:
                 h = phi(h)
-            h = s.multiplier * (h @ layer["w"])
+            h = layer.scale.multiplier * (h @ p["w"])
             if model.bias:
-                h = h + s.bias_multiplier * layer["b"]
+                h = h + layer.scale.bias_multiplier * p["b"]
         return h if model.depth == 0 else phi(h)
 
     return features
@@ -288,10 +287,9 @@ def mlp_empirical_nngp(model, params, x1, x2=None, hparams: Mapping | None = Non
     ``W^L ~ N(0, s_L^2)``, ``b^L ~ N(0, t_L^2)`` has covariance
     ``alpha^2 (m_L^2 s_L^2 F (1/F) phi . phi' + beta_L^2 t_L^2)`` over the readout's draw
     (Lee et al. 2018, eq. 4-5); its width -> infinity limit is ``kernels.nngp(model)``."""
-    hp = model._hp(hparams)
-    n_in = jnp.shape(x1)[-1]
-    s = model._scales(n_in, hp)[-1]
-    fan_in = model.fan_ins(n_in)[-1]
+    hp = model.values(hparams)
+    readout = model.layers(jnp.shape(x1)[-1], hp)[-1]
+    s, fan_in = readout.scale, readout.fan_in
     k = empirical_nngp(mlp_features(model, hparams), params, x1, x2, batch_size=batch_size)
     bias = (s.bias_multiplier * s.bias_std) ** 2 if model.bias else 0.0
     return hp["output_scale"] ** 2 * ((s.multiplier * s.weight_std) ** 2 * fan_in * k + bias)

@@ -62,7 +62,7 @@ from kernels import activation_duals
 
 
 def _check(model, x1, x2):
-    if not hasattr(model, "_scales") or not hasattr(model, "fan_ins"):
+    if not hasattr(model, "layers") or not hasattr(model, "fan_ins"):
         raise ValueError(f"model must be a dynamics.MLP, got {type(model).__name__}: "
                          "infinite-width kernels need its layer scales (use "
                          "kernels.empirical_ntk for other models)")
@@ -87,10 +87,9 @@ def kernels(model, x1, x2=None, hparams: Mapping | None = None, *, activation=No
         x1 = x1.astype(jnp.float32)
     x2 = None if x2 is None else jnp.asarray(x2, x1.dtype)
     dual = activation_duals.get(model.activation if activation is None else activation)
-    hp = model._hp(hparams)
+    hp = model.values(hparams)
     d = x1.shape[-1]
-    fan_ins = model.fan_ins(d)
-    scales = model._scales(d, hp)
+    layers = model.layers(d, hp)
 
     # Layer-0 "post-activation" kernel: the inputs, x . x' / D.
     same = x2 is None
@@ -101,7 +100,8 @@ def kernels(model, x1, x2=None, hparams: Mapping | None = None, *, activation=No
     edot12 = None
     theta = None
     sigma = None
-    for l, (n, s) in enumerate(zip(fan_ins, scales)):
+    for l, layer in enumerate(layers):
+        n, s = layer.fan_in, layer.scale
         if l > 0:
             (e12, edot12), (e11, _), (e22, _) = (
                 dual(sigma[1][:, None], sigma[2][None, :], sigma[0]),
@@ -120,7 +120,7 @@ def kernels(model, x1, x2=None, hparams: Mapping | None = None, *, activation=No
     alpha2 = hp["output_scale"] ** 2
     nngp, ntk = alpha2 * sigma[0], alpha2 * theta
     if lr_weighted:
-        ntk = ntk * scales[-1].lr_multiplier
+        ntk = ntk * layers[-1].scale.lr_multiplier
     return nngp, ntk
 
 
@@ -133,7 +133,8 @@ def nngp(model, x1, x2=None, hparams: Mapping | None = None, *, activation=None)
 def ntk(model, x1, x2=None, hparams: Mapping | None = None, *, activation=None,
         lr_weighted: bool = False):
     """The infinite-width NTK, ``(n1, n2)``: the width -> infinity limit of
-    ``empirical_ntk(lambda p, x: model.apply(p, x, hp), params, x1, x2, trace=True)`` at
+    ``empirical_ntk(lambda p, x: apply_scaled(model, p, x, hp), params, x1, x2,
+    trace=True)`` (``dynamics.models.apply_scaled``) at
     initialisation (its leading-order mean at the model's width under ``standard`` and
     ``mup``, see the module doc)."""
     return kernels(model, x1, x2, hparams, activation=activation, lr_weighted=lr_weighted)[1]

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics.models.base import apply_scaled
 from kernels.empirical import empirical_ntk
 from kernels.predict import check_spec, predict
 
@@ -45,9 +46,9 @@ def linearize(apply_fn, params0):
 
 @dataclasses.dataclass(frozen=True, eq=True)
 class Linearized:
-    """``model`` linearised around its own initialisation (see the module doc). The loop's
-    output scale and centering act on it as on ``model``: ``apply`` at
-    ``output_scale = alpha`` is ``alpha g_lin``."""
+    """``model`` linearised around its own initialisation (see the module doc). ``apply``
+    is the linearised ``g_lin``; the loop's output scale and centering act on it as on
+    ``model``."""
 
     model: Any
 
@@ -81,9 +82,6 @@ class Linearized:
     def config(self):
         return {"model": "Linearized", "base": self.model.config()}
 
-    def validate_data(self, x, out_dim):
-        self.model.validate_data(x, out_dim)
-
 
 def predict_linearized(spec, seed: int = 0, hparams: Mapping | None = None, *,
                        method: str = "gd", params0=None, batch_size: int | None = None):
@@ -112,7 +110,7 @@ def _predict_linearized(spec, seed, hparams, method, params0, batch_size):
     hpj = {k: jnp.asarray(v, x.dtype) for k, v in hp.items()}
 
     def f(p, xx):
-        return model.apply(p, xx, hpj)
+        return apply_scaled(model, p, xx, hpj)
 
     mult = model.lr_multipliers(params0, hpj)
     k = empirical_ntk(f, params0, x, method="auto", batch_size=batch_size, lr_multipliers=mult)

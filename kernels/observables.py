@@ -70,13 +70,13 @@ class KernelObservables(Observable):
     probe_size: int = 32
     split: str = "train"
     top_k: int = 4
-    every: int = 1
+    every: int | None = None
     method: str = "jacobian"
 
     dims: ClassVar = {"ntk_eigenvalues": ("ntk_index",)}
 
     def __post_init__(self):
-        for name in ("probe_size", "top_k", "every"):
+        for name in ("probe_size", "top_k"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"KernelObservables.{name} must be an int >= 1, got {v!r}")

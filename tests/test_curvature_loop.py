@@ -66,8 +66,7 @@ def dense_hessian(loss, params):
 def test_sharpness_and_top_eigenvalues_in_a_vmapped_sweep_equal_eigh():
     # 3*5 + 5 + 5*2 + 2 = 32 parameters; iterations = 32 is the full Krylov space, so the
     # Lanczos values equal eigh to rounding (float64): relative 1e-8.
-    n_logs = STEPS // LOG_EVERY
-    observables = (curvature.Sharpness(every=n_logs, iterations=32),
+    observables = (curvature.Sharpness(every=STEPS, iterations=32),
                    curvature.TopEigenvalues(k=3, iterations=32))
     spec = make_spec(observables, center=True)
     ds, states = td.sweep(spec, seed=[0, 1], output_scale=[1.0, 2.0], return_state=True)
@@ -94,11 +93,11 @@ def test_sharpness_and_top_eigenvalues_in_a_vmapped_sweep_equal_eigh():
 @pytest.mark.slow
 def test_ggn_trace_batch_sharpness_and_density_in_a_sweep():
     observables = (
-        curvature.GGNSharpness(every=3, iterations=32, rows_per_pass=6),
-        curvature.HessianTrace(samples=40, every=3),
-        curvature.BatchSharpness(batch_size=8, every=3, iterations=32),
+        curvature.GGNSharpness(every=3 * LOG_EVERY, iterations=32, rows_per_pass=6),
+        curvature.HessianTrace(samples=40, every=3 * LOG_EVERY),
+        curvature.BatchSharpness(batch_size=8, every=3 * LOG_EVERY, iterations=32),
         curvature.SpectralDensity(lo=-2.0, hi=6.0, points=801, sigma=0.05, probes=2,
-                                  iterations=10, every=3),
+                                  iterations=10, every=3 * LOG_EVERY),
     )
     spec = make_spec(observables)
     ds, states = td.sweep(spec, seed=[0, 1], return_state=True)

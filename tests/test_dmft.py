@@ -190,8 +190,8 @@ def test_order_parameters_ntk_equals_the_dense_lr_weighted_empirical_ntk():
         ctx.params, ctx.hparams = params, hp
         ctx.data = {"x_train": jnp.asarray(x)}
         out = obs(ctx)
-        dense = kernels.empirical_ntk(lambda p, a: model.apply(p, a, hp), params,
-                                      jnp.asarray(x), method="jacobian", trace=True)
+        dense = kernels.empirical_ntk(lambda p, a: td.models.apply_scaled(model, p, a, hp),
+                                      params, jnp.asarray(x), method="jacobian", trace=True)
         dense = dense * hp["gamma0"] ** 2 * model.width
         np.testing.assert_allclose(out["ntk"], dense, rtol=1e-10)
         assert out["feature_kernel"].shape == (2, 6, 6)

@@ -93,7 +93,8 @@ def test_apply_and_init_shapes_and_sufficient_statistics():
         x = jax.random.normal(jax.random.PRNGKey(1), (10, 5), jnp.float64) / math.sqrt(5)
         params = model.init(jax.random.PRNGKey(0), x)
         assert params["w"].shape == (32, 5) and params["w"].dtype == jnp.float64
-        out = model.apply(params, x, {"output_scale": 2.0, "eps": 0.4})
+        # the trained outputs alpha g: the loop scales the model's g in one place
+        out = td.models.apply_scaled(model, params, x, {"output_scale": 2.0, "eps": 0.4})
         assert out.shape == (10, 1)
         h = x @ params["w"].T
         direct = 2.0 * np.mean(h + 0.2 * h**2, axis=1)
@@ -131,7 +132,8 @@ def test_ntk_closed_form_equals_the_empirical_ntk_with_multipliers():
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.PRNGKey(4), (7, 5), jnp.float64) / math.sqrt(5)
         params = model.init(jax.random.PRNGKey(5), x)
-        k = kernels.empirical_ntk(lambda p, xx: model.apply(p, xx, hp), params, x,
+        k = kernels.empirical_ntk(lambda p, xx: td.models.apply_scaled(model, p, xx, hp),
+                                  params, x,
                                   method="jacobian", trace=True,
                                   lr_multipliers=model.lr_multipliers(params))
         w_bar, m = gk.sufficient_statistics(params["w"])

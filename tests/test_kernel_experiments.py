@@ -77,7 +77,7 @@ def test_ntk_at_init_uses_the_simulators_initial_parameters():
 
 
 def test_kernel_observable_stride_is_checked_before_compiling():
-    with pytest.raises(ValueError, match="multiple of 10"):
+    with pytest.raises(ValueError, match="steps / 2 must be a multiple of log_every"):
         lazy_rich.make_spec(width=8, n_train=32, steps=100, log_every=20)
     with pytest.raises(ValueError, match="must be even"):
         ntk_convergence.run(depth=1, widths=(8,), seeds=1, n_circle=4, train_widths=(8,),

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 import dynamics as td
-from dynamics import memory, sweeps
+from dynamics import memory, planning, programs, sweeps
 
 # A sweep small enough to compile in seconds; defined once so that a child process builds
 # exactly the same spec.
@@ -148,13 +148,21 @@ def test_a_checkpoint_of_another_sweep_is_refused(tmp_path):
         td.sweep(make_spec(steps=6), checkpoint_dir=tmp_path, **AXES)
 
 
+def needed_bytes(spec, runs):
+    """What XLA says the vmapped program of ``runs`` runs needs (the planner's measure)."""
+    compiled = programs.compiled(spec, "vmap", spec.n_logs, runs, planning.part_mesh("vmap"))
+    return memory.program_bytes(compiled[-1])
+
+
 def test_a_sweep_over_its_memory_budget_is_chunked_and_unchanged():
     spec = make_spec(strategy="vmap")
-    footprint = memory.run_footprint(spec, spec.n_logs)  # no checkpoint: one chunk of logs
-    whole = td.sweep(spec, **AXES)
-    chunked = td.sweep(spec, memory_budget=2.5 * footprint, **AXES)
+    whole = td.sweep(spec, logs_per_chunk=spec.n_logs, **AXES)
+    # a budget that holds the program of 2 runs and not of 3: three run-chunks of 2
+    budget = needed_bytes(spec, 2)
+    assert needed_bytes(spec, 3) > budget
+    chunked = td.sweep(spec, memory_budget=budget, logs_per_chunk=spec.n_logs, **AXES)
     plan = json.loads(chunked.attrs["execution"])["plans"][0]
-    assert plan["runs_per_chunk"] == 2  # 6 runs, 2 fit: three run-chunks
+    assert plan["runs_per_chunk"] == 2
     assert json.loads(whole.attrs["execution"])["plans"][0]["runs_per_chunk"] == 6
     # each run's program is the same; batches of 2 vs 6 round alike to within float32
     assert_same_values(whole, chunked, rtol=1e-6)
@@ -163,15 +171,29 @@ def test_a_sweep_over_its_memory_budget_is_chunked_and_unchanged():
     assert_same_values(whole, overridden, rtol=1e-6)
 
 
-def test_footprint_counts_the_carry_and_the_logged_trajectory_exactly():
-    spec = make_spec()
+def test_the_memory_estimate_is_the_compiled_programs_own():
+    """XLA counts the program's outputs (the new carry and the chunk's trajectory) and
+    arguments (the runs' carry and hyperparameters, the data, the chunk's first log point)
+    byte for byte; temporaries come on top."""
+    spec = make_spec(strategy="vmap")
+    runs, logs = 6, 5
     ds, states = td.run(spec, return_state=True)
     carry = sum(np.asarray(a).nbytes for a in jax.tree.leaves(states[()]))  # one run
     per_log = sum(ds[v].isel(step=0).values.nbytes for v in ds.data_vars if "step" in ds[v].dims)
-    model_widths = 16 + 2
-    examples = 32 + 32 + 16  # one training step's batch, the train and test log passes
-    working = 4 * examples * model_widths * 4
-    assert memory.run_footprint(spec, 5) == carry + 5 * per_log + working
+    data = sum(a.nbytes for a in spec.task.arrays().values())
+    hp = 4 * len(spec.hparams())  # float32 scalars per run
+    advance = programs.compiled(spec, "vmap", logs, runs, planning.part_mesh("vmap"))[-1]
+    m = advance.memory_analysis()
+    n_outputs = len(jax.tree.leaves(states[()])) + sum(
+        1 for v in ds.data_vars if "step" in ds[v].dims)
+    # the CPU backend's output tuple holds one 8-byte pointer per output buffer
+    assert m.output_size_in_bytes == runs * (carry + logs * per_log) + 8 * n_outputs
+    # every argument, less what the program does not read and jit prunes: here the runs'
+    # keys (uint32[2] each; nothing random in this spec)
+    full = runs * (carry + hp) + data + 4  # + log_start (int32)
+    assert full - runs * 8 - 4 <= m.argument_size_in_bytes <= full
+    assert memory.program_bytes(advance) == (m.argument_size_in_bytes + m.output_size_in_bytes
+                                             + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
 def test_save_load_round_trips_exactly(tmp_path):

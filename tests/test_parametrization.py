@@ -366,11 +366,12 @@ def test_init_scales_follow_the_table(depth):
     [(p, d) for p in PARAMETRIZATIONS for d in (0, 1, 2) if not (p == "mup" and d == 0)],
 )
 def test_apply_is_the_documented_table(p, depth):
-    """MLP.apply is the forward pass written from the docstring, every scale != 1."""
+    """MLP.apply, scaled by the output scale in its one place (``apply_scaled``), is the
+    forward pass written from the docstring, every scale != 1."""
     model = mlp(p, N_SMALL, depth, sigma_w=1.4, sigma_b=0.3, gamma0=0.7, output_scale=2.5)
     x = jnp.asarray(X)
     params = model.init(jax.random.PRNGKey(5), x)
-    f = model.apply(params, x)
+    f = td.models.apply_scaled(model, params, x)
     # float32 sums of <= 256 products of O(1) numbers: relative error ~1e-6
     np.testing.assert_allclose(f, reference_forward(model, params, x)[-1], rtol=2e-5, atol=1e-6)
 

@@ -418,7 +418,7 @@ def test_from_arrays_and_task_shape_and_dtype_errors():
         T.from_arrays(x, y, np.zeros((3, 4)), np.zeros(3))
     with pytest.raises(ValueError, match="x_test and y_test"):
         T.from_arrays(x, y, x_test=x)
-    with pytest.raises(ValueError, match="x_train must be 2-D"):
+    with pytest.raises(ValueError, match=r"x_train must have a batch axis.*got shape \(5,\)"):
         T.from_arrays(np.zeros(5), y)
     with pytest.raises(ValueError, match="y_train must hold integer class labels"):
         T.from_arrays(x, np.array([0.0, 1.0, 1.0, 0.0, 1.0]), loss="cross_entropy")

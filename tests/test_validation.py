@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dynamics as td
-from dynamics import sweeps
+from dynamics import programs
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def no_compile(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a program was compiled before the error")
 
-    monkeypatch.setattr(sweeps, "_program", refuse)
-    monkeypatch.setattr(sweeps, "_init_program", refuse)
+    monkeypatch.setattr(programs, "_functions", refuse)
+    monkeypatch.setattr(programs, "_compiled", refuse)
 
 
 def spec_for(task, **kw):
@@ -57,7 +57,7 @@ def test_bad_component_fields(make, match):
 
 
 def test_bad_spec_fields(task, no_compile):
-    with pytest.raises(ValueError, match=r"steps must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"steps must be a positive int, got 0"):
         spec_for(task, steps=0)
     with pytest.raises(ValueError, match=r"log_every must divide steps=10, got log_every=3"):
         spec_for(task, log_every=3)
@@ -71,8 +71,8 @@ def test_bad_spec_fields(task, no_compile):
 
 
 def test_model_task_shape_mismatch(task, no_compile):
-    with pytest.raises(ValueError, match=r"out_dim mismatch: the model has out_dim=3 but the "
-                                         r"task has 1 outputs"):
+    with pytest.raises(ValueError, match=r"model MLP gives outputs of shape \(3,\) per example "
+                                         r"but the task needs \(1,\)"):
         spec_for(task, model=td.MLP(width=8, out_dim=3))
 
 
@@ -84,7 +84,7 @@ def test_flax_model_input_mismatch(task, no_compile):
         def __call__(self, x):
             return nn.Dense(1)(x.reshape(x.shape[0], 7, -1).sum(-1))
 
-    with pytest.raises(ValueError, match=r"cannot take inputs of shape"):
+    with pytest.raises(ValueError, match=r"cannot take the task's inputs of shape \(4,\)"):
         spec_for(task, model=td.from_linen(Needs7()))
 
 

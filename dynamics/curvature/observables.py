@@ -3,8 +3,8 @@
 Each one measures the Hessian (or GGN) of the training loss the loop trains,
 ``ctx.loss(ctx.outputs(params, "train"), ctx.data["y_train"])`` (output scale,
 centering and label noise included, in the normalisation of ``dynamics.losses``), at the
-run's parameters, for every run of a sweep. ``every`` is the stride in log points (log
-point 0 is the initial state, so ``every=spec.n_logs`` gives the initial and the final
+run's parameters, for every run of a sweep. ``every`` is the stride in optimizer steps (log
+point 0 is the initial state, so ``every=spec.steps`` gives the initial and the final
 state); the loop pays for an observable only at its stride. Random vectors (Lanczos
 starts, probes, batches) come from ``ctx.key``, fresh at each log point and independent
 of the other runs.

@@ -34,6 +34,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from dynamics import losses
+
 KINDS = ("hessian", "ggn", "fisher")
 
 
@@ -67,7 +69,7 @@ def batch_matvec(kind: str, outputs: Callable, loss: Callable, targets, params, 
     """``v -> M v`` for the loss ``loss(outputs(p, rows), targets[rows])`` on ``rows``
     (all rows when ``None``); ``kind`` is ``"hessian"``, ``"ggn"`` or ``"fisher"``."""
     check_kind(kind)
-    y = targets if rows is None else targets[rows]
+    y = targets if rows is None else jax.tree.map(lambda a: a[rows], targets)
 
     def outputs_fn(p):
         return outputs(p, rows)
@@ -95,34 +97,38 @@ def training_matvec(
     """``v -> M v`` for the mean loss on the training set.
 
     ``outputs(params, rows)`` gives the outputs on integer ``rows`` (all rows for
-    ``None``), ``loss(outputs, targets)`` is a mean over rows. With ``rows`` the operator
-    is that of the batch ``rows``; otherwise that of all ``N = len(targets)`` rows, in one
-    pass (``rows_per_pass=None``) or accumulated over consecutive row-batches of
-    ``rows_per_pass`` rows (the last one shorter if it does not divide ``N``), weighted
-    ``|b| / N``.
+    ``None``), ``loss(outputs, targets)`` is a (masked) mean over positions
+    (``dynamics.losses``). With ``rows`` the operator is that of the batch ``rows``;
+    otherwise that of all ``N`` rows, in one pass (``rows_per_pass=None``) or accumulated
+    over consecutive row-batches of ``rows_per_pass`` rows (the last one shorter if it does
+    not divide ``N``), each weighted by its share of the counted positions
+    (``losses.weight``: ``|b| / N`` without a mask).
     """
     check_kind(kind)
     if rows is not None or rows_per_pass is None:
         return batch_matvec(kind, outputs, loss, targets, params, rows)
-    n = targets.shape[0]
+    n = jax.tree.leaves(targets)[0].shape[0]
     if not isinstance(rows_per_pass, int) or rows_per_pass < 1:
         raise ValueError(f"rows_per_pass must be an int >= 1 or None, got {rows_per_pass!r}")
     b = min(rows_per_pass, n)
     full, rest = divmod(n, b)
 
+    total = losses.weight(targets)
+
     def on(rows, v):
-        return batch_matvec(kind, outputs, loss, targets, params, rows)(v)
+        count = losses.weight(jax.tree.map(lambda a: a[rows], targets))
+        m = batch_matvec(kind, outputs, loss, targets, params, rows)(v)
+        return jax.tree.map(lambda x: x * (jnp.asarray(count, x.dtype) / total), m)
 
     def matvec(v):
         def body(acc, start):
             rows = start + jnp.arange(b)
-            return jax.tree.map(lambda a, m: a + (b / n) * m, acc, on(rows, v)), None
+            return jax.tree.map(jnp.add, acc, on(rows, v)), None
 
         acc = jax.tree.map(jnp.zeros_like, v)
         acc, _ = jax.lax.scan(body, acc, jnp.arange(full) * b)
         if rest:
-            tail = on(full * b + jnp.arange(rest), v)
-            acc = jax.tree.map(lambda a, m: a + (rest / n) * m, acc, tail)
+            acc = jax.tree.map(jnp.add, acc, on(full * b + jnp.arange(rest), v))
         return acc
 
     return matvec

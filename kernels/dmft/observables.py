@@ -43,7 +43,7 @@ class OrderParameters(Observable):
 
     activation: str = "tanh"
     depth: int = 1
-    every: int = 1
+    every: int | None = None
     dims: ClassVar = {
         "feature_kernel": ("layer", "train_example", "train_example_2"),
         "gradient_kernel": ("layer", "train_example", "train_example_2"),

@@ -62,7 +62,7 @@ class Problem:
 
 
 def _check_model(model, hp):
-    if not (hasattr(model, "fan_ins") and hasattr(model, "_scales")):
+    if not (hasattr(model, "fan_ins") and hasattr(model, "layers")):
         raise ValueError(f"model must be a dynamics.MLP, got {type(model).__name__}")
     problems = []
     if model.parametrization != "mup":

@@ -1,0 +1,15 @@
+"""Models: one file per architecture, and the flax adapter.
+
+* ``base``: the model protocol and the one place where output scale and centering are
+  applied (``outputs``);
+* ``mlp``: ``MLP`` and its public per-layer description (``MLP.layers``);
+* ``flax_adapter``: ``from_linen`` / ``from_nnx``, a user's flax model with its fields as
+  sweep axes, batch statistics and dropout.
+"""
+
+from dynamics.models.base import Model, apply_scaled, outputs
+from dynamics.models.flax_adapter import FlaxModel, from_linen, from_nnx
+from dynamics.models.mlp import MLP, Layer
+
+__all__ = ["FlaxModel", "Layer", "MLP", "Model", "apply_scaled", "from_linen", "from_nnx",
+           "outputs"]

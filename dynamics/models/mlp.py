@@ -1,0 +1,178 @@
+"""``MLP``: the fully connected network, its scales set by its parametrization."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from dynamics import activations, parametrization
+from dynamics.checks import check_bool, check_int, is_real
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """The public description of one weight layer of an ``MLP``: what the kernels, the
+    DMFT and the parametrization's rules read (never the model's private methods).
+
+    ``index`` counts weight layers from 0; ``role`` is ``"input"``, ``"hidden"`` or
+    ``"readout"`` (a depth-0 network's one layer is its readout); ``activation`` is the
+    one applied to the layer's input (``None`` for the first layer); ``scale`` holds the
+    init standard deviations and the forward and learning-rate multipliers of
+    ``dynamics.parametrization``."""
+
+    index: int
+    role: str
+    fan_in: int
+    fan_out: int
+    activation: str | None
+    scale: parametrization.LayerScale
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP:
+    """A fully connected network, its scales set by ``parametrization``.
+
+    ``depth`` is the number of hidden layers (``depth = 0`` is a linear model
+    ``g = m_0 W^0 x + beta_0 b^0``), ``width`` their size ``N``. The forward pass, the
+    initial distributions and the per-layer learning rates of ``"standard"``, ``"ntk"`` and
+    ``"mup"`` (with ``gamma0``) are written in ``dynamics.parametrization``; the output
+    scale ``alpha`` and the centering are applied by the loop, in one place
+    (``dynamics.models.base``). Inputs with several trailing axes (images) are flattened:
+    the fan-in of the first layer is their size.
+
+    ``params`` is a tuple over layers of ``{"w": (n_in, n_out), "b": (n_out,)}``.
+    """
+
+    width: int = 256
+    depth: int = 1
+    out_dim: int = 1
+    activation: str = "relu"
+    parametrization: str = "ntk"
+    output_scale: float = 1.0
+    center: bool = False
+    bias: bool = True
+    sigma_w: float = 1.0
+    sigma_b: float = 0.1
+    gamma0: float = 1.0
+
+    def __post_init__(self):
+        check_int("width", self.width)
+        check_int("depth", self.depth, minimum=0)
+        check_int("out_dim", self.out_dim)
+        activations.get(self.activation)
+        parametrization.check(self.parametrization)
+        check_bool("center", self.center)
+        check_bool("bias", self.bias)
+        self.check_hparams(
+            {k: getattr(self, k) for k in ("output_scale", "sigma_w", "sigma_b", "gamma0")}
+        )
+
+    @staticmethod
+    def check_hparams(values: Mapping[str, Any]) -> None:
+        """Range checks of the float fields (concrete values only)."""
+        lower = {"output_scale": 0.0, "sigma_w": 0.0, "gamma0": 0.0}
+        for name, value in values.items():
+            if not is_real(value):
+                raise ValueError(f"{name} must be a real number, got {value!r}")
+            if name in lower and not value > lower[name]:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+            if name == "sigma_b" and not value >= 0:
+                raise ValueError(f"sigma_b must be >= 0, got {value!r}")
+
+    # -- description --------------------------------------------------------------------
+
+    def hparams(self) -> dict[str, float]:
+        names = ["output_scale", "sigma_w"]
+        if self.bias:
+            names.append("sigma_b")
+        if self.parametrization == "mup":
+            names.append("gamma0")
+        return {n: float(getattr(self, n)) for n in names}
+
+    def values(self, hparams: Mapping | None = None) -> dict:
+        """Every scale the layers need: the swept values (defaults overridden by
+        ``hparams``), ``sigma_b = 0`` without biases and the field ``gamma0`` when it is
+        not swept."""
+        hp = self.hparams()
+        if hparams:
+            hp.update({k: v for k, v in hparams.items() if k in hp})
+        hp.setdefault("sigma_b", 0.0)
+        hp.setdefault("gamma0", self.gamma0)
+        return hp
+
+    def fan_ins(self, in_dim: int) -> tuple[int, ...]:
+        return (in_dim,) + (self.width,) * self.depth
+
+    def layers(self, in_dim: int, hparams: Mapping | None = None) -> tuple[Layer, ...]:
+        """The description of every weight layer for inputs of ``in_dim`` features."""
+        hp = self.values(hparams)
+        fan_ins = self.fan_ins(in_dim)
+        fan_outs = fan_ins[1:] + (self.out_dim,)
+        scales = parametrization.layer_scales(
+            self.parametrization, fan_ins, hp["sigma_w"], hp["sigma_b"], hp["gamma0"]
+        )
+        out = []
+        for l, (n_in, n_out, s) in enumerate(zip(fan_ins, fan_outs, scales)):
+            role = "readout" if l == self.depth else ("input" if l == 0 else "hidden")
+            out.append(Layer(l, role, n_in, n_out, None if l == 0 else self.activation, s))
+        return tuple(out)
+
+    def static_fields(self) -> dict[str, Any]:
+        """Static sweep axes: every int, str and bool field but ``out_dim`` (set by the
+        task)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "out_dim" and isinstance(getattr(self, f.name), (bool, int, str))}
+
+    def with_static(self, name: str, value):
+        return dataclasses.replace(self, **{name: value})
+
+    # -- the protocol -----------------------------------------------------------------
+
+    @staticmethod
+    def _flat(x):
+        return x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+
+    def init(self, key, x, hparams: Mapping | None = None):
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            raise ValueError("MLP inputs must be real numbers, got integer tokens: one-hot "
+                             "encode them (e.g. modular_arithmetic(encoding='onehot')) or use "
+                             "a model with an embedding")
+        x = self._flat(x)
+        layers = []
+        for layer in self.layers(x.shape[-1], hparams):
+            k_w, k_b = jax.random.split(jax.random.fold_in(key, layer.index))
+            s = layer.scale
+            params = {"w": s.weight_std * jax.random.normal(
+                k_w, (layer.fan_in, layer.fan_out), x.dtype)}
+            if self.bias:
+                params["b"] = s.bias_std * jax.random.normal(k_b, (layer.fan_out,), x.dtype)
+            layers.append(params)
+        return tuple(layers)
+
+    def apply(self, params, x, hparams: Mapping | None = None):
+        x = self._flat(x)
+        phi = activations.get(self.activation)
+        h = x
+        for layer, p in zip(self.layers(x.shape[-1], hparams), params):
+            if layer.index > 0:
+                h = phi(h)
+            h = layer.scale.multiplier * (h @ p["w"])
+            if self.bias:
+                h = h + layer.scale.bias_multiplier * p["b"]
+        return h
+
+    def lr_multipliers(self, params, hparams: Mapping | None = None):
+        in_dim = params[0]["w"].shape[0]
+        return tuple({name: layer.scale.lr_multiplier for name in p}
+                     for layer, p in zip(self.layers(in_dim, hparams), params))
+
+    def roles(self, params):
+        in_dim = params[0]["w"].shape[0]
+        return tuple({name: layer.role if name == "w" else "bias" for name in p}
+                     for layer, p in zip(self.layers(in_dim), params))
+
+    def config(self) -> dict:
+        return {"model": "MLP", **dataclasses.asdict(self)}
