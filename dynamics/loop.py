@@ -97,7 +97,8 @@ class Runner:
         if spec.scale_lr_by_output_scale:
             inv_a2 = 1.0 / hp["output_scale"] ** 2
             mult = jax.tree.map(lambda m: m * inv_a2, mult)
-        return spec.optimizer.build(hp, spec.steps, mult)
+        roles = spec.model.roles(params0) if hasattr(spec.model, "roles") else None
+        return spec.optimizer.build(hp, spec.steps, mult, roles=roles)
 
     def _batch(self, key, step, arrays):
         """Rows of ``arrays`` used by optimizer step ``step`` of the run with key ``key``."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from dynamics import observables as obs_lib
 from dynamics.models import Model
-from dynamics.optimizers import ADAPTIVE, Optimizer
+from dynamics.optimizers import Optimizer
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
 
@@ -101,12 +101,19 @@ class Spec:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         self.model.validate_data(self.task.x_train, self.task.out_dim)
-        if getattr(self.model, "parametrization", None) == "mup" and self.optimizer.name in ADAPTIVE:
-            raise ValueError(
-                f"optimizer {self.optimizer.name!r} with parametrization='mup': the mup "
-                "learning-rate multipliers are those of gradient descent; use 'sgd' or "
-                "'momentum' (see dynamics.parametrization)"
-            )
+        if getattr(self.model, "parametrization", None) == "mup":
+            family = self.optimizer.family
+            if family is None:
+                raise ValueError(
+                    f"optimizer {self.optimizer.name!r} with parametrization='mup': its family "
+                    "is unknown; declare it, from_optax(..., family='sgd' or 'adam')"
+                )
+            if family != "sgd":
+                raise ValueError(
+                    f"optimizer {self.optimizer.name!r} is Adam-like (family={family!r}) with "
+                    "parametrization='mup': the mup learning-rate multipliers are those of "
+                    "gradient descent; use an SGD-like optimizer (see dynamics.parametrization)"
+                )
         object.__setattr__(self, "observables", obs_lib.resolve(self.observables))
         self.hparams()  # name collisions
 
@@ -130,7 +137,7 @@ class Spec:
                 if check is not None:
                     check({name: v})
             elif name in self.optimizer.hparams():
-                self.optimizer.check_hparams({name: v})
+                self.optimizer.check_hparams({name: v}, steps=self.steps)
             else:
                 if not (isinstance(v, numbers.Real) and np.isfinite(v) and v >= 0):
                     raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
@@ -140,7 +147,8 @@ class Spec:
     # -- static axes -------------------------------------------------------------------
 
     def static_fields(self) -> dict[str, str]:
-        """Names that may be swept as static axes, and where they live."""
+        """Names that may be swept as static axes, and where they live (the spec's and the
+        model's names come first; the optimizer's static keywords follow)."""
         names = {"batch_size": "spec"}
         if dataclasses.is_dataclass(self.model):
             for f in dataclasses.fields(self.model):
@@ -148,6 +156,8 @@ class Spec:
                 not_static = ("out_dim", "kind", "name")
                 if isinstance(value, (bool, int, str)) and f.name not in not_static:
                     names[f.name] = "model"
+        for name in self.optimizer.static_fields():
+            names.setdefault(name, "optimizer")
         return names
 
     def with_static(self, name: str, value) -> "Spec":
@@ -156,6 +166,8 @@ class Spec:
             value = value.item()
         if where == "model":
             return dataclasses.replace(self, model=dataclasses.replace(self.model, **{name: value}))
+        if where == "optimizer":
+            return dataclasses.replace(self, optimizer=self.optimizer.with_static(name, value))
         return dataclasses.replace(self, **{name: value})
 
     # -- description -------------------------------------------------------------------
