@@ -500,6 +500,10 @@ def test_static_fields_config_and_with_static():
     assert opt.with_static("ns_steps", 3) == opt and hash(opt.with_static("ns_steps", 3)) == hash(opt)
     with pytest.raises(ValueError, match=r"'beta' is not a static field of optax.contrib.muon"):
         opt.with_static("beta", 0.9)
+    # ⊥Grad on and off is a static axis with string values ("none" reads well as a coordinate)
+    sgd = td.optimizers.sgd(0.1)
+    assert sgd.static_fields()["orthogonal"] == "none"
+    assert sgd.with_static("orthogonal", "layer") == td.optimizers.sgd(0.1, orthogonal="layer")
     lion = td.optimizers.from_optax(optax.lion, lr=1e-3, weight_decay_coupling="independent",
                                     weight_decay=0.1)
     # traindyn's decay replaces lion's own, which is set to 0 (static)

@@ -2,11 +2,12 @@
 
 ``from_optax(factory, **keywords)`` describes ``factory(**keywords)`` (``optax.lion``,
 ``optax.adafactor``, ``optax.contrib.muon``, a function of your own that returns an
-``optax.GradientTransformation``, ...). Every keyword of the factory whose value is a real
-number (given, or its default when that is a float) is a *swept value*: it is passed
-through ``optax.inject_hyperparams``, so it is a traced input of the compiled program and
-a sweep over it is one compile. Every other keyword (booleans, integers, strings, dtypes,
-tuples, masks) is *static*: part of the program, and a static sweep axis
+``optax.GradientTransformation``, ...). Every float keyword of the factory (a number for a
+keyword whose default is a float, a float for one whose default is ``None``) is a *swept
+value*: it is passed through ``optax.inject_hyperparams``, so it is a traced input of the
+compiled program and a sweep over it is one compile. Every other keyword (booleans,
+integers that count things such as ``ns_steps``, strings, dtypes, tuples, masks) is
+*static*: part of the program, and a static sweep axis
 (``td.sweep(spec, nesterov=[False, True])`` compiles twice). The learning rate is called
 ``lr`` in traindyn, whatever the factory calls it (optax: ``learning_rate``, accepted too).
 
@@ -17,17 +18,18 @@ factory's: ``optax.contrib.schedule_free_adamw(warmup_steps=...)`` keeps its own
   step ``t`` is ``lr * s(t)``, fed to the factory's ``learning_rate``; an optax schedule
   given as ``learning_rate`` is used as ``s`` with ``lr = 1``;
 * ``clip_norm``: gradient clipping by global norm (``optax.clip_by_global_norm``);
-* ``orthogonal`` (``"layer"`` or ``"global"``) and ``orthogonal_rescale``: ⊥Grad
-  (``dynamics.optimizers.orthogonal``);
+* ``orthogonal`` (``"none"``, the default, ``"layer"`` or ``"global"``; ``None`` reads
+  ``"none"``) and ``orthogonal_rescale``: ⊥Grad (``dynamics.optimizers.orthogonal``);
 * ``weight_decay`` with ``weight_decay_coupling``, ``weight_decay_mask`` and
   ``decay_embeddings`` (``dynamics.optimizers.weight_decay``). A factory with a
   ``weight_decay`` keyword of its own (``optax.adamw``, ``optax.lion``) keeps it, with its
   own ``mask``, unless ``weight_decay_coupling`` is given: then traindyn applies the decay
   and the factory's is set to 0;
-* ``family``: ``"sgd"`` or ``"adam"``, whether the optimizer is SGD-like or Adam-like for
-  the muP rules (Yang et al. 2022, "Tensor Programs V", Tables 3 and 8: Adam-like means
-  entrywise-normalised updates, as Adam, Adagrad, RMSProp and the sign-based Lion). Known
-  for optax's common optimizers (``FAMILIES``); otherwise ``None`` unless given.
+* ``family``: ``"sgd"`` or ``"adam"``, which column of the muP tables applies (Yang et
+  al. 2022, "Tensor Programs V", Tables 3 and 8, written for SGD and for Adam). traindyn
+  counts as Adam-like the optimizers whose updates are normalised entry by entry (the Adam
+  variants, Adagrad, RMSProp, and the sign-based Lion and signSGD): ``FAMILIES``, for
+  optax's own factories. Any other factory's family is ``None`` (unknown) unless given.
 
 ``build`` chains, for the values ``hparams`` of one run::
 
@@ -62,7 +64,7 @@ FAMILIES = {
     "adam": ("adam", "adamw", "nadam", "nadamw", "adamax", "adamaxw", "amsgrad", "adabelief",
              "adagrad", "radam", "rmsprop", "yogi", "lion", "sign_sgd", "signum"),
 }
-ORTHOGONAL = (None, "layer", "global")
+ORTHOGONAL = ("none", "layer", "global")
 
 # traindyn's keywords (a factory's keyword of the same name takes precedence)
 _OWN = ("lr", "learning_rate", "family", "name", "schedule", *schedules.LENGTHS, "clip_norm",
@@ -277,7 +279,7 @@ class Optimizer:
             else:
                 statics[k] = value
         wd, coupling, mask, decay_embeddings = _weight_decay(own, params, statics, swept, name)
-        orthogonal = own.pop("orthogonal", None)
+        orthogonal = own.pop("orthogonal", None) or "none"
         if orthogonal not in ORTHOGONAL:
             raise ValueError(f"orthogonal must be one of {list(ORTHOGONAL)}, got {orthogonal!r}")
         rescale = own.pop("orthogonal_rescale", True)
@@ -364,7 +366,7 @@ class Optimizer:
             parts = []
             if self.clip_norm is not None:
                 parts.append(optax.clip_by_global_norm(hp["clip_norm"]))
-            if self.orthogonal is not None:
+            if self.orthogonal != "none":
                 parts.append(orthogonal_gradient(self.orthogonal == "layer",
                                                  self.orthogonal_rescale))
             if coupling == "l2":
@@ -463,7 +465,7 @@ class Optimizer:
             out.append(f"weight_decay={hp['weight_decay']} (needs 0)")
         if self.clip_norm is not None:
             out.append(f"clip_norm={hp['clip_norm']} (needs no clipping)")
-        if self.orthogonal is not None:
+        if self.orthogonal != "none":
             out.append(f"orthogonal={self.orthogonal!r} (needs the plain gradient)")
         return out
 
@@ -488,7 +490,7 @@ class Optimizer:
 
     def __repr__(self):
         statics = self.static_fields()
-        if self.orthogonal is None:
+        if self.orthogonal == "none":
             del statics["orthogonal"], statics["orthogonal_rescale"]
         if statics.get("schedule") == "constant":
             del statics["schedule"]
