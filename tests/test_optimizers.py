@@ -511,6 +511,14 @@ def test_static_fields_config_and_with_static():
     assert "weight_decay" not in lion.static_fields()
 
 
+def test_historical_constructor_builds_the_presets():
+    assert td.Optimizer() == td.optimizers.sgd()
+    assert td.Optimizer("momentum", lr=0.2) == td.optimizers.momentum(0.2)
+    assert td.Optimizer(name="adam", lr=0.01) == td.optimizers.adam(0.01)
+    assert td.Optimizer(optax.lion, lr=0.01) == td.optimizers.from_optax(optax.lion, lr=0.01)
+    assert td.optimizers.adam(0.01) != td.optimizers.adamw(0.01)
+
+
 def test_departures_from_gradient_descent():
     def departures(opt):
         return " ".join(opt.departures_from_gradient_descent())

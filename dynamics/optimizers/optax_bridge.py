@@ -251,9 +251,12 @@ class Optimizer:
     """An optax optimizer with swept hyperparameters, a schedule, clipping, weight decay
     and ⊥Grad (module doc). Immutable; ``Optimizer(factory, **keywords)`` is
     ``from_optax(factory, **keywords)``, and ``Optimizer("sgd", lr=0.1)`` the preset of that
-    name (``dynamics.optimizers.presets``)."""
+    name (``dynamics.optimizers.presets``; ``Optimizer(name="adam")``, the historical
+    spelling, too)."""
 
-    def __init__(self, factory: Any = "sgd", /, **keywords):
+    def __init__(self, factory: Any = None, /, **keywords):
+        if factory is None:
+            factory = keywords.pop("name", "sgd")
         if isinstance(factory, str):
             from dynamics.optimizers.presets import preset
 
