@@ -118,7 +118,7 @@ class Runner:
         if spec.scale_lr_by_output_scale:
             inv_a2 = 1.0 / hp["output_scale"] ** 2
             mult = jax.tree.map(lambda m: m * inv_a2, mult)
-        return spec.optimizer.build(hp, spec.steps, mult)
+        return spec.optimizer.build(hp, spec.steps, mult, roles=model_lib.roles(spec.model, params0))
 
     def _targets(self, hp, data):
         return train_targets(data, hp.get("label_noise", 0.0), self.spec.task.loss)

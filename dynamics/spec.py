@@ -23,7 +23,7 @@ import numpy as np
 from dynamics import observables as obs_lib
 from dynamics.checks import check_int, is_real
 from dynamics.models import base as model_lib
-from dynamics.optimizers import ADAPTIVE, Optimizer
+from dynamics.optimizers import Optimizer
 from dynamics.tasks import Task
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
@@ -108,12 +108,19 @@ class Spec:
                 )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
-        if getattr(self.model, "parametrization", None) == "mup" and self.optimizer.name in ADAPTIVE:
-            raise ValueError(
-                f"optimizer {self.optimizer.name!r} with parametrization='mup': the mup "
-                "learning-rate multipliers are those of gradient descent; use 'sgd' or "
-                "'momentum' (see dynamics.parametrization)"
-            )
+        if getattr(self.model, "parametrization", None) == "mup":
+            family = self.optimizer.family
+            if family is None:
+                raise ValueError(
+                    f"optimizer {self.optimizer.name!r} with parametrization='mup': its family "
+                    "is unknown; declare it, from_optax(..., family='sgd' or 'adam')"
+                )
+            if family != "sgd":
+                raise ValueError(
+                    f"optimizer {self.optimizer.name!r} is Adam-like (family={family!r}) with "
+                    "parametrization='mup': the mup learning-rate multipliers are those of "
+                    "gradient descent; use an SGD-like optimizer (see dynamics.parametrization)"
+                )
         object.__setattr__(self, "observables", obs_lib.resolve(self.observables))
         for obs in self.observables:
             self.observable_stride(obs)
@@ -149,7 +156,7 @@ class Spec:
             if name in self.model.hparams():
                 model_lib.check_hparams(self.model, {name: v})
             elif name in self.optimizer.hparams():
-                self.optimizer.check_hparams({name: v})
+                self.optimizer.check_hparams({name: v}, steps=self.steps)
             else:
                 if not (is_real(v) and np.isfinite(v) and v >= 0):
                     raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
@@ -160,19 +167,17 @@ class Spec:
 
     def static_fields(self) -> dict[str, str]:
         """Names that may be swept as static axes, and where they live ("spec", "model",
-        "task"). A name that both the model and the task have is reached as
-        ``"model.NAME"`` or ``"task.NAME"``."""
+        "task", "optimizer"). A name that two of them have is reached as ``"model.NAME"``,
+        ``"task.NAME"`` or ``"optimizer.NAME"``."""
         names = {"batch_size": "spec"}
-        model = model_lib.static_fields(self.model)
-        task = self.task.static_fields()
-        for name in model:
-            names[f"model.{name}"] = "model"
-            if name not in task:
-                names[name] = "model"
-        for name in task:
-            names[f"task.{name}"] = "task"
-            if name not in model:
-                names[name] = "task"
+        parts = {"model": model_lib.static_fields(self.model),
+                 "task": self.task.static_fields(),
+                 "optimizer": self.optimizer.static_fields()}
+        for where, fields in parts.items():
+            for name in fields:
+                names[f"{where}.{name}"] = where
+                if sum(name in f for f in parts.values()) == 1:
+                    names[name] = where
         return names
 
     def with_static(self, name: str, value) -> "Spec":
@@ -190,6 +195,8 @@ class Spec:
                     and "out_dim" not in fields:  # the task fixes the model's outputs
                 model = model_lib.with_static(model, "out_dim", task.out_dim)
             return dataclasses.replace(self, task=task, model=model)
+        if where == "optimizer":
+            return dataclasses.replace(self, optimizer=self.optimizer.with_static(field, value))
         return dataclasses.replace(self, **{field: value})
 
     # -- description -------------------------------------------------------------------

@@ -427,11 +427,8 @@ def _check_oracle_spec(spec: td.Spec) -> None:
     problems = []
     if not isinstance(spec.model, QuadraticNetwork):
         problems.append(f"model must be a QuadraticNetwork, got {type(spec.model).__name__}")
-    if opt.name != "sgd" or opt.schedule != "constant" or opt.warmup_steps:
-        problems.append(f"optimizer must be plain sgd with a constant schedule, got "
-                        f"{opt.name!r} with schedule {opt.schedule!r}")
-    if opt.weight_decay != 0:
-        problems.append(f"weight_decay must be 0, got {opt.weight_decay!r}")
+    problems += [f"the optimizer must be plain gradient descent, got {d}"
+                 for d in opt.departures_from_gradient_descent(spec.hparams())]
     if spec.batch_size is not None:
         problems.append(f"batch_size must be None (full batch), got {spec.batch_size!r}")
     if not spec.scale_lr_by_output_scale:

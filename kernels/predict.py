@@ -235,13 +235,8 @@ def check_spec(spec, hparams: Mapping | None = None) -> dict:
     problems = []
     if spec.task.loss != "mse":
         problems.append(f"task loss {spec.task.loss!r} (needs 'mse')")
-    if opt.name != "sgd":
-        problems.append(f"optimizer {opt.name!r} (needs 'sgd')")
-    if opt.schedule != "constant":
-        problems.append(f"schedule {opt.schedule!r} (needs 'constant')")
     hp = {**spec.hparams(), **(hparams or {})}
-    if hp.get("weight_decay", 0.0) != 0.0:
-        problems.append(f"weight_decay={hp['weight_decay']} (needs 0)")
+    problems += opt.departures_from_gradient_descent(hp)
     if spec.batch_size is not None:
         problems.append(f"batch_size={spec.batch_size} (needs None: full batch)")
     if problems:
