@@ -13,7 +13,9 @@
 The result is an ``xarray.Dataset`` with the swept axes as dimensions in the order given,
 then ``step``; each observable is a variable, ``diverged_at`` says at which step a run was
 frozen (-1: never), and ``attrs`` hold the configuration, the root seed and package
-versions. A scalar keyword (``lr=0.1``) fixes a value without adding a dimension.
+versions. Every variable carries ``long_name`` and ``definition`` attributes (with its
+normalisation): the observables declare theirs (``Observable.descriptions``), the sweep
+those of ``step``, ``seed`` and ``diverged_at`` (``DESCRIPTIONS``). A scalar keyword (``lr=0.1``) fixes a value without adding a dimension.
 
 Batching strategy (``Spec.strategy``): ``"vmap"`` runs all runs as one batched program;
 ``"map"`` runs them one after another inside one program (``lax.map``); ``"chunked"``
@@ -389,6 +391,35 @@ def _extra_dims(spec: Spec, name: str, shape: tuple[int, ...]) -> tuple[str, ...
     return tuple(f"{name}_dim{i}" for i in range(len(shape)))
 
 
+# What a sweep adds to its observables' outputs; each observable describes its own
+# (``Observable.descriptions``).
+DESCRIPTIONS = {
+    "step": ("optimizer step", "number of optimizer updates done (0: the initial state); "
+             "a log point every log_every steps"),
+    "diverged_at": ("step of divergence", "the optimizer step whose loss or new parameters "
+                    "were not finite: the run kept its last finite state and its later log "
+                    "points are NaN (-1: never diverged)"),
+    "seed": ("run seed", "the run's key is fold_in(PRNGKey(root_seed), seed)"),
+}
+
+
+def _describe(ds: xr.Dataset, spec: Spec) -> None:
+    """``long_name`` and ``definition`` attrs on every variable of ``ds`` that the sweep or
+    an observable describes, and a plain name on an output of a user's observable that
+    declares none. Applied to the assembled Dataset (combining parts drops attrs)."""
+    known = dict(DESCRIPTIONS)
+    for obs in spec.observables:
+        known.update(obs.descriptions)
+    for name, var in ds.variables.items():
+        if name in known:
+            long_name, definition = known[name]
+        elif name in ds.data_vars:
+            long_name, definition = str(name).replace("_", " "), "not declared by its observable"
+        else:
+            continue
+        var.attrs.update(long_name=long_name, definition=definition)
+
+
 def _dataset(spec: Spec, grid_names, grid_values, traj, diverged_at) -> xr.Dataset:
     grid_shape = tuple(len(v) for v in grid_values)
     steps = np.arange(spec.n_logs + 1) * spec.log_every
@@ -540,6 +571,7 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
             "plans": [p.as_dict() for p in plans],
         }),
     }
+    _describe(ds, spec)
     return (ds, states) if return_state else ds
 
 

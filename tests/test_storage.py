@@ -209,3 +209,85 @@ def test_checksums_ignore_how_netcdf_gives_back_attrs():
     same.attrs["listed"] = 4
     assert storage.checksums(same)["attrs"] != storage.checksums(ds)["attrs"]
 
+
+# -- every variable of a sweep describes itself, on disk too ---------------------------
+
+OWN_COORDS = ("step", "seed", "eigen_index", "eigenvalue", "ntk_index", "layer")
+
+
+def assert_described(ds: xr.Dataset, spec) -> None:
+    """``long_name`` and ``definition`` on every data variable and on the coordinates the
+    sweep and its observables define; every declared description names a variable."""
+    for name in [*ds.data_vars, *(c for c in OWN_COORDS if c in ds.coords)]:
+        attrs = ds[name].attrs
+        assert attrs.get("long_name") and attrs.get("definition"), name
+        assert attrs["definition"] != "not declared by its observable", name
+    for obs in spec.observables:
+        for name in obs.descriptions:
+            assert name in ds.variables or not obs.applies_to(spec.classification), \
+                f"{type(obs).__name__} describes {name!r}, which it does not output"
+
+
+def save_and_load(ds: xr.Dataset, path) -> xr.Dataset:
+    back = td.load(td.save(ds, path))
+    xr.testing.assert_identical(back, ds)  # attrs included
+    return back
+
+
+def test_a_default_sweep_over_a_static_axis_describes_its_variables(tmp_path):
+    task = td.tasks.gaussian_mixture(n_classes=3, dim=4, n_train=12, n_test=6, seed=0)
+    spec = td.Spec(td.MLP(width=4, out_dim=3), task, td.optimizers.sgd(0.1), steps=2,
+                   log_every=1)
+    ds = td.sweep(spec, seed=range(2), lr=[0.1, 0.2], width=[4, 8])  # parts combined
+    assert {"train_accuracy", "relative_weight_change", "diverged_at"} <= set(ds.data_vars)
+    assert_described(save_and_load(ds, tmp_path / "default.nc"), spec)
+    assert ds.relative_weight_change.attrs["definition"].startswith("||θ - θ0|| / ||θ0|| "
+                                                                    "(Frobenius norm")
+
+
+def test_every_observable_of_the_package_declares_descriptions():
+    """Without running anything (the sweeps below check the outputs themselves, slow):
+    each Observable class declares (long_name, definition) pairs, at least for its
+    outputs with dimensions of their own."""
+    import inspect
+
+    from dynamics import curvature, observables
+    from kernels import dmft, observables as kernel_observables
+
+    found = {cls for module in (observables, curvature.observables, kernel_observables,
+                                dmft.observables)
+             for _, cls in inspect.getmembers(module, inspect.isclass)
+             if issubclass(cls, observables.Observable) and cls is not observables.Observable}
+    assert len(found) >= 13  # 5 default, 6 curvature, kernels, DMFT order parameters
+    for cls in found:
+        assert cls.descriptions, cls.__name__
+        assert set(cls.dims) <= set(cls.descriptions), cls.__name__
+        for name, pair in cls.descriptions.items():
+            assert len(pair) == 2 and all(isinstance(t, str) and t for t in pair), name
+
+
+@pytest.mark.slow
+def test_curvature_kernel_and_dmft_observables_describe_their_variables(tmp_path):
+    from dynamics import curvature
+    from kernels import KernelObservables, dmft
+
+    task = td.tasks.teacher_student_linear(dim=4, n_train=16, n_test=8, seed=0)
+    spec = td.Spec(td.MLP(width=6, out_dim=1), task, td.optimizers.sgd(0.1), steps=2,
+                   log_every=1, observables=(
+                       "loss", curvature.Sharpness(iterations=3),
+                       curvature.TopEigenvalues(k=2, iterations=3),
+                       curvature.HessianTrace(samples=2), curvature.GGNSharpness(iterations=3),
+                       curvature.BatchSharpness(batch_size=8, iterations=3),
+                       curvature.SpectralDensity(points=5, probes=1, iterations=3),
+                       KernelObservables(probe_size=4, top_k=2)))
+    ds = td.sweep(spec, seed=range(2))
+    assert {"spectral_density", "kernel_alignment", "hessian_trace_stderr"} <= set(ds.data_vars)
+    assert_described(save_and_load(ds, tmp_path / "curvature.nc"), spec)
+
+    model = td.MLP(width=8, depth=1, activation="tanh", parametrization="mup", gamma0=1.0,
+                   bias=False, center=True)
+    spec = td.Spec(model, task, td.optimizers.sgd(0.5), steps=2, log_every=1,
+                   observables=("loss", dmft.OrderParameters(activation="tanh", depth=1)))
+    ds = td.sweep(spec, seed=range(2))
+    assert {"feature_kernel", "gradient_kernel", "ntk"} <= set(ds.data_vars)
+    assert_described(save_and_load(ds, tmp_path / "dmft.nc"), spec)
