@@ -34,6 +34,28 @@ def _task_as(task, dtype: str):
     return task.astype(dtype)
 
 
+def _check_parts(model, task, observables) -> None:
+    """Clear errors for the mistakes of a first session: ``Spec(task, model)`` and a bare
+    name or object for ``observables``."""
+    if hasattr(model, "x_train"):
+        raise ValueError("model must be a model (dynamics.MLP, dynamics.from_linen(...)), got "
+                         "a task: the arguments are Spec(model, task, ...), model first")
+    if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
+        raise ValueError(f"model must be a model with init and apply (dynamics.MLP, "
+                         f"dynamics.from_linen(...)), got {type(model).__name__}")
+    if not hasattr(task, "x_train"):
+        raise ValueError(f"task must be a dynamics task (dynamics.tasks), got "
+                         f"{type(task).__name__}")
+    if isinstance(observables, (str, obs_lib.Observable)):
+        raise ValueError(f"observables must be a tuple of observables and names, got "
+                         f"{observables!r}; write observables=({observables!r},)")
+    try:
+        iter(observables)
+    except TypeError:
+        raise ValueError(f"observables must be a tuple of observables and names, got "
+                         f"{observables!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A training setup; see the module doc for what is static and what is swept.
@@ -69,6 +91,8 @@ class Spec:
     dtype: str | None = None
 
     def __post_init__(self):
+        _check_parts(self.model, self.task, self.observables)
+
         def need_int(name, value, low):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
