@@ -30,6 +30,8 @@ strategies against the serial loop; ``CPU_LOOP_THRESHOLD`` comes from it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import itertools
@@ -460,6 +462,20 @@ def _precision(spec: Spec):
     return jax.enable_x64(spec.dtype == "float64")
 
 
+_PROGRESS = contextvars.ContextVar("traindyn_progress", default=False)
+
+
+@contextlib.contextmanager
+def show_progress(on: bool = True):
+    """Within this context, sweeps called with ``progress=None`` show a progress bar
+    (``traindyn run`` uses it for the sweeps inside an experiment)."""
+    token = _PROGRESS.set(on)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def sweep(spec: Spec, *, return_state: bool = False, checkpoint_dir=None,
           max_runs_per_chunk: int | None = None, memory_budget: float | None = None,
           logs_per_chunk: int | None = None, progress: bool | None = None, **axes):
@@ -474,7 +490,8 @@ def sweep(spec: Spec, *, return_state: bool = False, checkpoint_dir=None,
       estimate, the second its budget.
     * ``logs_per_chunk``: log points per chunk of the outer loop (default: about 20 chunks
       with a checkpoint or a progress bar, otherwise the whole run in one).
-    * ``progress``: a tqdm bar of run-steps per second (default: with ``checkpoint_dir``).
+    * ``progress``: a tqdm bar of run-steps per second (default: with ``checkpoint_dir``,
+      or inside ``show_progress()``).
 
     With ``return_state=True`` returns ``(dataset, states)``: ``states`` maps each
     combination of static-axis values (a tuple, ``()`` without static axes) to the final
@@ -508,7 +525,7 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
     flat = {n: m.reshape(-1) for n, m in zip(grid_names, mesh)}
     n_runs = flat["seed"].size
     if progress is None:
-        progress = checkpoint_dir is not None
+        progress = checkpoint_dir is not None or _PROGRESS.get()
     if logs_per_chunk is None and not (progress or checkpoint_dir is not None):
         logs_per_chunk = spec.n_logs  # nothing to show or save between chunks: one chunk
     plans = [make_plan(s, n_runs, max_runs_per_chunk=max_runs_per_chunk,
