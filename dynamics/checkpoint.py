@@ -106,9 +106,17 @@ class SweepCheckpoint:
         fingerprint."""
         try:
             stored = json.loads(manifest.read_text())
+        except (ValueError, UnicodeDecodeError):
+            stored = None
+        if isinstance(stored, dict) and "format" in stored and stored["format"] != FORMAT:
+            raise ValueError(
+                f"{self._where()} holds a checkpoint in format {stored['format']!r} of "
+                f"another version of traindyn (this one reads format {FORMAT}); use another "
+                "directory or delete it to start afresh")
+        try:
             record = {k: stored[k] for k in ("format", "fingerprint", "layout")}
             intact = stored["sha256"] == _sha256_json(record)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (KeyError, TypeError):
             intact = False
         if not intact:
             raise ValueError(
@@ -116,11 +124,6 @@ class SweepCheckpoint:
                 "not match its contents); delete sweep.json and call the sweep again (the "
                 "parts carry their own fingerprints: those of this sweep are resumed, others "
                 "refused), or delete the directory to start afresh")
-        if record["format"] != FORMAT:
-            raise ValueError(
-                f"{self._where()} holds a checkpoint in format {record['format']!r} of "
-                f"another version of traindyn (this one reads format {FORMAT}); use another "
-                "directory or delete it to start afresh")
         if record["fingerprint"] != self.fingerprint:
             stored_fp = record["fingerprint"]
             diff = sorted(k for k in set(self.fingerprint) | set(stored_fp)
