@@ -3,7 +3,10 @@
 Dimensions are the swept axes in the order given, then ``step``, then an observable's own
 dimensions (``Observable.dims``, with ``Observable.coords()``); ``diverged_at`` says at which
 step a run was frozen (-1: never); ``attrs`` hold the configuration, the root seed, the
-package versions and how the sweep was executed.
+package versions and how the sweep was executed. Every variable carries ``long_name`` and
+``definition`` attributes (with its normalisation): the observables declare theirs
+(``Observable.descriptions``), the sweep those of ``step``, ``seed`` and ``diverged_at``
+(``DESCRIPTIONS``).
 """
 
 from __future__ import annotations
@@ -76,6 +79,35 @@ def combine(parts, static_axes: dict, dims: list[str], grid_names: list[str]) ->
         if name not in dims and name != "step" and name in grid_names + static_names:
             ds = ds.squeeze(name)
     return ds
+
+
+# What a sweep adds to its observables' outputs; each observable describes its own
+# (``Observable.descriptions``).
+DESCRIPTIONS = {
+    "step": ("optimizer step", "number of optimizer updates done (0: the initial state); "
+             "a log point every log_every steps"),
+    "diverged_at": ("step of divergence", "the optimizer step whose loss or new parameters "
+                    "were not finite: the run kept its last finite state and its later log "
+                    "points are NaN (-1: never diverged)"),
+    "seed": ("run seed", "the run's key is fold_in(PRNGKey(root_seed), seed)"),
+}
+
+
+def describe(ds: xr.Dataset, spec) -> None:
+    """``long_name`` and ``definition`` attrs on every variable of ``ds`` that the sweep or
+    an observable describes, and a plain name on an output of a user's observable that
+    declares none. Applied to the assembled Dataset (combining parts drops attrs)."""
+    known = dict(DESCRIPTIONS)
+    for obs in spec.observables:
+        known.update(getattr(obs, "descriptions", {}))
+    for name, var in ds.variables.items():
+        if name in known:
+            long_name, definition = known[name]
+        elif name in ds.data_vars:
+            long_name, definition = str(name).replace("_", " "), "not declared by its observable"
+        else:
+            continue
+        var.attrs.update(long_name=long_name, definition=definition)
 
 
 def attrs(spec, dims, plans) -> dict:

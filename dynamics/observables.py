@@ -22,6 +22,11 @@ Values are arrays that may have trailing dimensions; ``dims`` names them (e.g.
 ``{"top_eigenvalues": ("eigen_index",)}``) and ``coords()`` may give coordinate values for
 them (e.g. the grid of a spectral density).
 
+Each class declares ``descriptions``: for every name it outputs (and every coordinate of
+its own), ``(long_name, definition)``, the definition with its normalisation; a sweep
+copies them into the attributes of its Dataset's variables, so results describe
+themselves on disk and in plots.
+
 The loop knows nothing about any particular observable: the NTK and Hessian observables
 plug in by subclassing ``Observable``.
 """
@@ -106,11 +111,19 @@ def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
+# The loss as dynamics.losses normalises it, for the descriptions of the loss observables.
+_LOSS_DEFINITION = (
+    "L = (1/P) Σ_i ℓ_i over {}; mse: ℓ_i = Σ_k (f_ik - y_ik)² (summed over outputs, no "
+    "factor 1/2); cross_entropy: ℓ_i = -log softmax(f_i)_(y_i); f the network's outputs "
+    "with output scale and centering (dynamics.losses)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Observable:
     every: int | None = None
     mode: str = dataclasses.field(default="eval", kw_only=True)
     dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    descriptions: ClassVar[Mapping[str, tuple[str, str]]] = {}
 
     def __call__(self, ctx: Context) -> dict[str, jax.Array]:
         raise NotImplementedError
@@ -138,6 +151,12 @@ class Loss(Observable):
     """``train_loss`` (full training set, training targets with their label noise) and
     ``test_loss``, in the normalisation of ``dynamics.losses``."""
 
+    descriptions: ClassVar = {
+        "train_loss": ("training loss", _LOSS_DEFINITION.format(
+            "the P examples of the full training set, with their label noise")),
+        "test_loss": ("test loss", _LOSS_DEFINITION.format("the P examples of the test set")),
+    }
+
     def __call__(self, ctx):
         return {
             "train_loss": ctx.train_loss_and_grad[0],
@@ -148,6 +167,13 @@ class Loss(Observable):
 @dataclasses.dataclass(frozen=True)
 class Accuracy(Observable):
     """``train_accuracy`` and ``test_accuracy`` (classification tasks only)."""
+
+    descriptions: ClassVar = {
+        f"{split}_accuracy": (f"{split} accuracy", f"fraction of the {split} examples whose "
+                              "arg-max output is their label (the arg-max of the target for "
+                              "one-hot targets)")
+        for split in ("train", "test")
+    }
 
     def applies_to(self, classification):
         return classification
@@ -163,6 +189,11 @@ class Accuracy(Observable):
 class ParamNorm(Observable):
     """``param_norm = ||theta||_2`` over all parameters."""
 
+    descriptions: ClassVar = {
+        "param_norm": ("parameter norm", "||θ|| = sqrt(Σ θ_j²) over all parameters "
+                       "(Frobenius norm of every weight and bias together)"),
+    }
+
     def __call__(self, ctx):
         return {"param_norm": global_norm(ctx.params)}
 
@@ -175,6 +206,11 @@ class WeightChange(Observable):
     first layer, ``O(1/N)`` for ``N x N`` hidden matrices; see
     ``dynamics.parametrization``)."""
 
+    descriptions: ClassVar = {
+        "relative_weight_change": ("relative weight change", "||θ - θ0|| / ||θ0|| (Frobenius "
+                                   "norm over all parameters; θ0 the initial parameters)"),
+    }
+
     def __call__(self, ctx):
         delta = jax.tree.map(jnp.subtract, ctx.params, ctx.params0)
         return {"relative_weight_change": global_norm(delta) / global_norm(ctx.params0)}
@@ -183,6 +219,11 @@ class WeightChange(Observable):
 @dataclasses.dataclass(frozen=True)
 class GradNorm(Observable):
     """``grad_norm = ||grad_theta L_train||_2`` of the full-batch training loss."""
+
+    descriptions: ClassVar = {
+        "grad_norm": ("gradient norm", "||∇_θ L_train|| (Frobenius norm over all parameters) "
+                      "of the full-batch training loss train_loss"),
+    }
 
     def __call__(self, ctx):
         return {"grad_norm": global_norm(ctx.train_loss_and_grad[1])}
@@ -201,10 +242,6 @@ REGISTRY: dict[str, Observable] = {
 
 def resolve(observables) -> tuple[Observable, ...]:
     """Observable objects from a mix of objects, registry names and ``"default"``."""
-    if isinstance(observables, (str, Observable)):
-        raise ValueError(f"observables must be a tuple or list of Observable objects or "
-                         f"names in {['default', *REGISTRY]}, got the single "
-                         f"{observables!r}: write ({observables!r},)")
     out: list[Observable] = []
     for o in observables:
         if isinstance(o, Observable):

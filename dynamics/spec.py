@@ -36,6 +36,28 @@ def _task_as(task, dtype: str):
     return task.astype(dtype)
 
 
+def _check_parts(model, task, observables) -> None:
+    """Clear errors for the mistakes of a first session: ``Spec(task, model)`` and a bare
+    name or object for ``observables``."""
+    if hasattr(model, "x_train"):
+        raise ValueError("model must be a model (dynamics.MLP, dynamics.from_linen(...)), got "
+                         "a task: the arguments are Spec(model, task, ...), model first")
+    if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
+        raise ValueError(f"model must be a model with init and apply (dynamics.MLP, "
+                         f"dynamics.from_linen(...)), got {type(model).__name__}")
+    if not hasattr(task, "x_train"):
+        raise ValueError(f"task must be a dynamics task (dynamics.tasks), got "
+                         f"{type(task).__name__}")
+    if isinstance(observables, (str, obs_lib.Observable)):
+        raise ValueError(f"observables must be a tuple of observables and names, got "
+                         f"{observables!r}; write observables=({observables!r},)")
+    try:
+        iter(observables)
+    except TypeError:
+        raise ValueError(f"observables must be a tuple of observables and names, got "
+                         f"{observables!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A training setup; see the module doc for what is static and what is swept.
@@ -71,16 +93,7 @@ class Spec:
     dtype: str | None = None
 
     def __post_init__(self):
-        if isinstance(self.model, Task) or not hasattr(self.task, "arrays"):
-            raise ValueError(
-                f"Spec takes the model first and the task second (Spec(model, task, ...)), "
-                f"got model={type(self.model).__name__}, task={type(self.task).__name__}"
-            )
-        for name in ("init", "apply", "hparams", "lr_multipliers", "config"):
-            if not callable(getattr(self.model, name, None)):
-                raise ValueError(f"model must follow the model protocol "
-                                 f"(dynamics.models.base); {type(self.model).__name__} has no "
-                                 f"{name}()")
+        _check_parts(self.model, self.task, self.observables)
         check_int("steps", self.steps)
         check_int("log_every", self.log_every)
         check_int("root_seed", self.root_seed, minimum=0)

@@ -17,6 +17,8 @@ A one-line warning says how many runs diverged (``diverged_at`` tells which and 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import json
@@ -79,6 +81,20 @@ def _hparam_columns(spec: Spec, flat: dict, value_names, n_runs: int) -> dict:
             for k, v in spec.hparams().items()}
 
 
+_PROGRESS = contextvars.ContextVar("traindyn_progress", default=False)
+
+
+@contextlib.contextmanager
+def show_progress(on: bool = True):
+    """Within this context, sweeps called with ``progress=None`` show their progress bar
+    from the start (``traindyn run`` uses it for the sweeps inside an experiment)."""
+    token = _PROGRESS.set(on)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def sweep(spec: Spec, *, return_state: bool = False, checkpoint_dir=None,
           max_runs_per_chunk: int | None = None, memory_budget: float | None = None,
           logs_per_chunk: int | None = None, progress: bool | None = None, **axes):
@@ -93,7 +109,8 @@ def sweep(spec: Spec, *, return_state: bool = False, checkpoint_dir=None,
       (``dynamics.memory``); the first caps the runs per chunk, the second sets the budget.
     * ``logs_per_chunk``: log points per chunk of the outer loop (default: about 20 chunks).
     * ``progress``: a tqdm bar of run-steps per second; by default it appears once the
-      sweep has run for a few seconds (``False``: never).
+      sweep has run for a few seconds, at once inside ``show_progress()`` (``False``:
+      never).
 
     With ``return_state=True`` returns ``(dataset, states)``: ``states`` maps each
     combination of static-axis values (a tuple, ``()`` without static axes) to the final
@@ -124,24 +141,30 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
     mesh = np.meshgrid(*grid_values, indexing="ij")
     flat = {n: m.reshape(-1) for n, m in zip(grid_names, mesh)}
     n_runs = flat["seed"].size
-    checkpoint = None
+    checkpoint = stored = None
     if checkpoint_dir is not None:
         directory = pathlib.Path(checkpoint_dir)
         if jax.process_count() > 1:
             directory = directory / f"host-{jax.process_index()}"
         checkpoint = SweepCheckpoint(directory, _fingerprint(spec, axes))
-    plans = [make_plan(s, n_runs, max_runs_per_chunk=max_runs_per_chunk,
-                       memory_budget=memory_budget, logs_per_chunk=logs_per_chunk)
-             for s in specs]
+        stored = checkpoint.stored_layout()
+    if stored is not None:  # resuming: the chunks are cut as before
+        plans = [Plan(**p) for p in stored["plans"]]
+    else:
+        plans = [make_plan(s, n_runs, max_runs_per_chunk=max_runs_per_chunk,
+                           memory_budget=memory_budget, logs_per_chunk=logs_per_chunk)
+                 for s in specs]
     if checkpoint is not None:
         layout = checkpoint.open({"plans": [p.as_dict() for p in plans]})
         plans = [Plan(**p) for p in layout["plans"]]
     keys = run_keys(spec.root_seed, flat["seed"])
 
     # 2. execute.
+    if progress is None and _PROGRESS.get():
+        progress = True
     bar = tqdm.tqdm(total=n_runs * spec.steps * len(specs), unit="run-step", unit_scale=True,
                     disable=progress is False, delay=0 if progress else PROGRESS_DELAY,
-                    desc="sweep", leave=False)
+                    desc="sweep")
     parts, states = [], {}
     try:
         for i, (combo, s, p) in enumerate(zip(combos, specs, plans)):
@@ -163,6 +186,7 @@ def _sweep(spec, return_state, checkpoint_dir, max_runs_per_chunk, memory_budget
     # 3. assemble.
     ds = assembly.combine(parts, ax.statics, ax.dims, grid_names)
     ds.attrs = assembly.attrs(spec, ax.dims, plans)
+    assembly.describe(ds, spec)
     diverged = int((ds.diverged_at.values >= 0).sum())
     if diverged:
         warnings.warn(f"{diverged} of {ds.diverged_at.size} runs diverged; see diverged_at",

@@ -1,11 +1,14 @@
 """Reproduced results, one module each, and the ``traindyn`` command line.
 
 Every experiment module defines ``NAME``, ``TITLE``, ``PRESETS`` (``"quick"``: under a
-minute on 2 CPU cores; ``"full"``: the figure of the paper), ``run(**preset) -> Dataset``,
+minute on 2 CPU cores; ``"full"``: the figure of the paper), ``SECONDS`` (each preset's
+measured running time on 2 CPU cores, ``None`` where not measured; ``traindyn list`` and
+``traindyn run`` show it), ``run(**preset) -> Dataset``,
 ``check(ds) -> list[Claim]`` and ``plot(ds, path)``; ``experiments.common.execute`` runs
 one and writes ``results.nc``, ``figure.png`` and ``summary.json``.
 """
 
+import difflib
 import importlib
 
 EXPERIMENTS = {
@@ -22,7 +25,14 @@ EXPERIMENTS = {
 }
 
 
+def unknown_name(kind: str, name: str, known) -> ValueError:
+    """The error for a ``name`` that is not in ``known``, suggesting the closest."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})")
+
+
 def get(name: str):
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+        raise unknown_name("experiment", name, EXPERIMENTS)
     return importlib.import_module(EXPERIMENTS[name])

@@ -50,6 +50,10 @@ PRESETS = {
                  lr_min=0.001, lr_max=0.4, n_lrs=27, seeds=5),
 }
 
+# Running times (SECONDS, see experiments/__init__.py): quick: 110-162 s in three runs on
+# 2 shared cores; full: not measured (estimated 15-40 min).
+SECONDS = {"quick": 150, "full": None}
+
 # The lr grid has ratio ~sqrt 2, so eta* is known to a factor sqrt 2 at each B; over the
 # small batches (a factor >= 8) that quantisation alone moves the slope by up to
 # log(sqrt 2) / log(8) ~ 0.17, and the seeds add their own scatter.

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import tempfile
 import time
 
 import matplotlib
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dynamics  # noqa: E402
+from dynamics import sweeps  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +55,29 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
-def execute(module, preset: str = "quick", out: str | pathlib.Path | None = None) -> dict:
+def check_writable(out: pathlib.Path) -> None:
+    """Refuse an output folder that cannot be written, before hours of computing."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"output folder {str(out)!r} is not writable ({err.strerror or err}); "
+                         "choose another (--out on the command line)") from None
+
+
+def execute(module, preset: str = "quick", out: str | pathlib.Path | None = None, *,
+            progress: bool = True) -> dict:
     """Run experiment ``module`` with ``preset``; write results.nc, figure.png and
-    summary.json to ``out`` and return the summary."""
+    summary.json to ``out`` and return the summary. With ``progress``, its sweeps show a
+    progress bar (``dynamics.sweeps.show_progress``)."""
     if preset not in module.PRESETS:
         raise ValueError(f"preset must be one of {sorted(module.PRESETS)}, got {preset!r}")
     out = pathlib.Path(out or f"results/{module.NAME}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     start = time.perf_counter()
-    ds = module.run(**module.PRESETS[preset])
+    with sweeps.show_progress(progress):
+        ds = module.run(**module.PRESETS[preset])
     seconds = time.perf_counter() - start
     claims = module.check(ds)
     ds.attrs["experiment"] = module.NAME

@@ -77,6 +77,10 @@ PRESETS = {
                  samples=1024, batch=64),
 }
 
+# Running times (SECONDS, see experiments/__init__.py): quick: 112 s on 2 shared cores
+# (31-74 s on a quieter machine); full: about 600 s, measured.
+SECONDS = {"quick": 110, "full": 600}
+
 ACTIVATION = "tanh"
 
 # Tolerance of the network-vs-DMFT loss gap (units of the initial loss). Two errors add:

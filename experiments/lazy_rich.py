@@ -50,6 +50,11 @@ PRESETS = {
                  lrs=(0.5, 1.0), alphas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
 }
 
+# Running times (SECONDS, see experiments/__init__.py): quick: 104 s, measured on 2 cores
+# shared with other jobs (35-54 s on a quieter machine); full: 1016 s, measured before the
+# kernel claims were added.
+SECONDS = {"quick": 105, "full": 1016}
+
 
 def make_spec(width: int, n_train: int, steps: int, log_every: int) -> td.Spec:
     task = td.tasks.digits(n_train=n_train, n_test=500, loss="mse", seed=0)

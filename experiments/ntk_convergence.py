@@ -62,6 +62,10 @@ PRESETS = {
                  n_train=64, steps=400, log_every=20, lr=0.4, probe_size=32),
 }
 
+# Running times (SECONDS, see experiments/__init__.py): quick: 53 s, measured on 2 shared
+# cores; full: not measured (a 20-minute attempt did not finish).
+SECONDS = {"quick": 55, "full": None}
+
 
 def make_model(width: int, depth: int) -> td.MLP:
     return td.MLP(width=width, depth=depth, activation="relu", parametrization="ntk",

@@ -58,6 +58,10 @@ PRESETS = {
                  lrs=(0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3), seeds=3),
 }
 
+# Running times (SECONDS, see experiments/__init__.py): quick: 43 s, measured on 2 shared
+# cores; full: not measured (estimated 15-40 min).
+SECONDS = {"quick": 45, "full": None}
+
 # Near an interpolating minimum H is the Gauss-Newton matrix (2/P) J^T J of rank <= P, so
 # Hutch++ with a sketch of more than P columns (``trace_probes``) captures its range and
 # is almost exact there (its standard error on the complement is ~0 at the minima of the

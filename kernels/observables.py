@@ -74,6 +74,24 @@ class KernelObservables(Observable):
     method: str = "jacobian"
 
     dims: ClassVar = {"ntk_eigenvalues": ("ntk_index",)}
+    descriptions: ClassVar = {
+        "kernel_distance": ("kernel distance", "1 - <K_t, K_0>_F / (||K_t||_F ||K_0||_F), K_t "
+                            "the traced empirical NTK of the trained outputs on the first "
+                            "`probe_size` examples of `split`, K_0 the same at the initial "
+                            "parameters (Fort et al. 2020, eq. 2); 0 while training is lazy"),
+        "kernel_alignment": ("centred kernel-target alignment", "<K_c, Y_c>_F / (||K_c||_F "
+                             "||Y_c||_F), K_c = H K_t H, Y_c = H Y Yᵀ H, H = I - 11ᵀ/n, Y the "
+                             "targets of the probe examples (one-hot for class labels) "
+                             "(Cortes, Mohri & Rostamizadeh 2012, Def. 4)"),
+        "ntk_eigenvalues": ("top empirical NTK eigenvalues", "the `top_k` largest eigenvalues "
+                            "of K_t (the traced empirical NTK on the probe examples), "
+                            "descending"),
+        "ntk_effective_rank": ("NTK effective rank", "exp(-Σ_i p_i log p_i), p_i = λ_i / Σ_j "
+                               "λ_j over the eigenvalues λ of K_t, negative ones clipped to 0 "
+                               "(Roy & Vetterli 2007, Def. 1)"),
+        "ntk_index": ("NTK eigenvalue rank", "0 for the largest eigenvalue, 1 for the next, "
+                      "..."),
+    }
 
     def __post_init__(self):
         for name in ("probe_size", "top_k"):

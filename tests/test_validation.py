@@ -150,3 +150,32 @@ def test_bad_execution_options_fail_before_compiling(task, no_compile, kwargs, m
 def test_load_of_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no such results file"):
         td.load(tmp_path / "nothing.nc")
+
+
+def test_swapped_model_and_task_are_named(task, no_compile):
+    model = td.MLP(width=8, out_dim=1)
+    with pytest.raises(ValueError, match=r"model must be a model .*got a task: the arguments "
+                                         r"are Spec\(model, task, \.\.\.\), model first"):
+        td.Spec(task, model)
+    with pytest.raises(ValueError, match=r"task must be a dynamics task .*got MLP"):
+        td.Spec(model, model)
+    with pytest.raises(ValueError, match=r"model must be a model with init and apply .*got str"):
+        td.Spec("mlp", task)
+
+
+@pytest.mark.parametrize("observables", ["loss", td.observables.Loss(), None])
+def test_observables_must_be_a_tuple(task, no_compile, observables):
+    hint = r"; write observables=\(" if observables is not None else ""
+    with pytest.raises(ValueError, match=r"observables must be a tuple of observables and "
+                                         rf"names, got .*{hint}"):
+        spec_for(task, observables=observables)
+
+
+def test_integer_class_labels_with_mse_are_refused():
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"y_train holds integer class labels .*loss='mse'.*"
+                                         r"cross_entropy.*one-hot"):
+        td.tasks.from_arrays(x, labels, loss="mse")
+    td.tasks.from_arrays(x, labels.astype(float), loss="mse")  # real targets: regression
+    td.tasks.from_arrays(x, np.eye(3)[labels].astype(int), loss="mse")  # one-hot: accepted

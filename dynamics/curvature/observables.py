@@ -29,6 +29,9 @@ from dynamics.curvature import density, lanczos, operators, trace
 from dynamics.observables import Observable
 
 
+_HESSIAN = "the Hessian ∇²_θ L_train of the full-batch training loss train_loss"
+
+
 def _need_int(owner, name, value, low):
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{owner}.{name} must be an int >= {low}, got {value!r}")
@@ -52,6 +55,10 @@ class Sharpness(Observable):
 
     iterations: int = 20
     rows_per_pass: int | None = None
+    descriptions: ClassVar = {
+        "sharpness": ("sharpness", f"largest eigenvalue of {_HESSIAN}, by `iterations` "
+                      "Lanczos steps (Cohen et al. 2021)"),
+    }
 
     def __post_init__(self):
         _need_int("Sharpness", "iterations", self.iterations, 1)
@@ -71,6 +78,11 @@ class TopEigenvalues(Observable):
     iterations: int = 30
     rows_per_pass: int | None = None
     dims: ClassVar = {"top_eigenvalues": ("eigen_index",)}
+    descriptions: ClassVar = {
+        "top_eigenvalues": ("top Hessian eigenvalues", f"the k largest eigenvalues of "
+                            f"{_HESSIAN}, descending, by `iterations` Lanczos steps"),
+        "eigen_index": ("eigenvalue rank", "0 for the largest eigenvalue, 1 for the next, ..."),
+    }
 
     def __post_init__(self):
         _need_int("TopEigenvalues", "k", self.k, 1)
@@ -94,6 +106,13 @@ class HessianTrace(Observable):
     samples: int = 10
     method: str = "hutchinson"
     rows_per_pass: int | None = None
+    descriptions: ClassVar = {
+        "hessian_trace": ("Hessian trace", f"tr of {_HESSIAN}, estimated from `samples` "
+                          "Rademacher probes z as the mean of zᵀHz (Hutchinson) or by "
+                          "Hutch++ (Meyer et al. 2021)"),
+        "hessian_trace_stderr": ("standard error of the Hessian trace", "standard error of "
+                                 "the hessian_trace estimate over its probes"),
+    }
 
     def __post_init__(self):
         if self.method not in ("hutchinson", "hutch++"):
@@ -125,6 +144,11 @@ class BatchSharpness(Observable):
 
     batch_size: int = 32
     iterations: int = 20
+    descriptions: ClassVar = {
+        "batch_sharpness": ("batch sharpness", "largest eigenvalue of the Hessian of the "
+                            "mean loss on `batch_size` training examples drawn without "
+                            "replacement at each log point, by `iterations` Lanczos steps"),
+    }
 
     def __post_init__(self):
         _need_int("BatchSharpness", "batch_size", self.batch_size, 1)
@@ -150,6 +174,12 @@ class GGNSharpness(Observable):
 
     iterations: int = 20
     rows_per_pass: int | None = None
+    descriptions: ClassVar = {
+        "ggn_sharpness": ("Gauss-Newton sharpness", "largest eigenvalue of the generalised "
+                          "Gauss-Newton matrix JᵀH_L J of the full-batch training loss (J the "
+                          "Jacobian of the outputs, H_L the loss's Hessian in the outputs), "
+                          "by `iterations` Lanczos steps"),
+    }
 
     def __post_init__(self):
         _need_int("GGNSharpness", "iterations", self.iterations, 1)
@@ -175,6 +205,15 @@ class SpectralDensity(Observable):
     iterations: int = 30
     rows_per_pass: int | None = None
     dims: ClassVar = {"spectral_density": ("eigenvalue",)}
+    descriptions: ClassVar = {
+        "spectral_density": ("Hessian spectral density", f"density of the eigenvalues of "
+                             f"{_HESSIAN} on the eigenvalue grid, by stochastic Lanczos "
+                             "quadrature (`probes` starts of `iterations` steps), each node "
+                             "a Gaussian of standard deviation `sigma`; it integrates to 1 "
+                             "over eigenvalue"),
+        "eigenvalue": ("Hessian eigenvalue", "the grid linspace(lo, hi, points) on which the "
+                       "spectral density is evaluated"),
+    }
 
     def __post_init__(self):
         if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):

@@ -61,11 +61,12 @@ def from_arrays(
         x_test, y_test, mask_test = x_train, y_train, mask_train
     ys = {"y_train": np.asarray(y_train), "y_test": np.asarray(y_test)}
     for attr, y in ys.items():
-        if loss == "mse" and np.issubdtype(y.dtype, np.integer):
+        if loss == "mse" and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
             raise ValueError(
-                f"{attr} holds integers ({y.dtype}), which loss 'mse' would take as real "
-                "regression targets: pass loss='cross_entropy' for class labels, or float "
-                "targets (e.g. one-hot) for mse"
+                f"{attr} holds integer class labels (dtype {y.dtype}, shape {y.shape}) but "
+                "loss='mse' would regress them as one real output; use "
+                "loss='cross_entropy' for class labels, or one-hot targets of shape (N, K) "
+                "(y.astype(float) to regress the integers)"
             )
         if loss == "mse" and y.ndim == 1:
             ys[attr] = y[:, None]

@@ -49,6 +49,17 @@ class OrderParameters(Observable):
         "gradient_kernel": ("layer", "train_example", "train_example_2"),
         "ntk": ("train_example", "train_example_2"),
     }
+    descriptions: ClassVar = {
+        "feature_kernel": ("feature kernel Φ^l", "Φ^l = φ(h^l) φ(h^l)ᵀ / N on the training "
+                           "examples, h^l the pre-activations of hidden layer l, N the width "
+                           "(Bordelon & Pehlevan 2022)"),
+        "gradient_kernel": ("gradient kernel G^l", "G^l = g^l g^lᵀ / N on the training "
+                            "examples, g^l = (γ0/α) N ∂f/∂h^l (Bordelon & Pehlevan 2022)"),
+        "ntk": ("learning-rate-weighted NTK", "α² σ² Σ_(l=0..L) G^(l+1) Φ^l (G^(L+1) = 1, "
+                "Φ^0 = x xᵀ / D): the empirical NTK weighted by the mup learning-rate "
+                "multipliers, so that GD reads f <- f - (2 lr / P) K (f - y)"),
+        "layer": ("hidden layer", "index l = 1..depth of the hidden layer"),
+    }
 
     def __post_init__(self):
         activations.get(self.activation)
