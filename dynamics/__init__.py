@@ -1,6 +1,10 @@
 """traindyn's simulator: models, tasks, optimizers, the scanned training loop, sweeps and
 observables. See ``dynamics.sweeps`` for how a sweep becomes one compiled program."""
 
+from dynamics import runtime as _runtime
+
+_runtime.setup()  # before JAX starts its backends: CPU devices per core, compile cache
+
 from dynamics import models, observables, optimizers, parametrization, tasks
 from dynamics.models import MLP, from_linen, from_nnx
 from dynamics.optimizers import Optimizer

@@ -13,13 +13,14 @@
 ``make_plan`` then fixes, for each part, the batching strategy, the runs per run-chunk
 and the log points per chunk of the outer loop (``Plan``).
 
-Strategy (``"auto"``): ``vmap`` on accelerators, on several devices (its runs axis is the
-one that is sharded) and for small runs on the CPU; ``loop`` for one run and, on the CPU,
-once a run's steps are large enough to keep the cores busy by themselves: there XLA's
-batched matmul (about half the rate of a plain one on the CPU) makes a vmap lose to the
-serial loop. The size of a step is XLA's own count of its floating-point operations
-(``programs.step_flops``), so the rule holds for any model. ``CPU_LOOP_THRESHOLD`` is
-measured by ``traindyn bench sweep``.
+Strategy (``"auto"``): ``vmap`` on accelerators (its runs axis sharded over their
+devices) and for small runs on the CPU (sharded over the CPU devices, one per core:
+``dynamics.runtime``); ``loop`` for one run and, on the CPU, once a run's steps are large
+enough to keep a core busy by themselves: there XLA's batched matmul (about half the rate
+of a plain one on the CPU) makes a vmap lose to single runs, which the loop places on the
+CPU devices in turn so that every core runs its own. The size of a step is XLA's own count
+of its floating-point operations (``programs.step_flops``), so the rule holds for any
+model. ``CPU_LOOP_THRESHOLD`` is measured by ``traindyn bench sweep``.
 
 Run-chunks: the part's program is compiled for all its runs and its memory read from XLA
 (``dynamics.memory``); when that exceeds the budget the runs are cut into chunks that fit.
@@ -68,8 +69,6 @@ def choose_strategy(spec, n_runs: int) -> str:
         return spec.strategy
     if n_runs == 1:
         return "loop"
-    if jax.device_count() > 1:
-        return "vmap"
     if jax.default_backend() == "cpu" and programs.step_flops(spec) >= CPU_LOOP_THRESHOLD:
         return "loop"
     return "vmap"

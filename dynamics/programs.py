@@ -144,8 +144,15 @@ def compiled(spec, strategy: str, logs_per_chunk: int, size: int, mesh=None):
     return _compiled(SpecKey(spec), strategy, logs_per_chunk, size, mesh)
 
 
+def _flops(fn, *args) -> float:
+    cost = jax.jit(fn).lower(*args).cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX returns one dict per device
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
 @functools.lru_cache(maxsize=64)
-def _step_flops(key: SpecKey) -> float:
+def _run_flops(key: SpecKey) -> tuple[float, float]:
     spec = key.spec
     runner = make_run(spec)
     state, hp = carry_shapes(spec)
@@ -154,13 +161,23 @@ def _step_flops(key: SpecKey) -> float:
         tx = runner._tx(h, s.params0)
         return runner.train_step(s, h, tx, data, runner._targets(h, data))
 
-    cost = jax.jit(step).lower(state, hp, data_shapes(spec)).cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older JAX returns one dict per device
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", 0.0))
+    def observe(s, h, data):
+        return runner.observe(s, h, 0, data)
+
+    data = data_shapes(spec)
+    return _flops(step, state, hp, data), _flops(observe, state, hp, data)
 
 
 def step_flops(spec) -> float:
     """Floating-point operations of one optimizer step of one run, from XLA's cost
     analysis of the lowered step (any model; no compile)."""
-    return _step_flops(SpecKey(spec))
+    return _run_flops(SpecKey(spec))[0]
+
+
+def run_flops(spec) -> float:
+    """Floating-point operations of one whole run: its steps and its log points (XLA's
+    count of one step and of one log point's observables, each observable at its every
+    log point; a strided one is counted at every log point, an upper bound). XLA counts a
+    loop's body once, so the whole run's program cannot be asked directly."""
+    step, observe = _run_flops(SpecKey(spec))
+    return spec.steps * step + (spec.n_logs + 1) * observe

@@ -12,11 +12,16 @@ number of runs S it times
 each after its compile (best of ``repeats``, interleaved), and reports the time ratio
 ``serial / strategy`` (> 1: faster than the serial loop) and the achieved FLOP rate as a
 fraction of a large square matmul (``2 n^3`` FLOPs) timed in the same process. FLOPs are
-XLA's own count for the whole single run (``cost_analysis`` of the lowered program: the
-training steps and every log point's observables, elementwise work included).
+XLA's own count (``programs.run_flops``: the lowered step and log point, elementwise work
+included).
 
 It also measures
 
+* ``cores``: the issue's sweep of 32 runs (depth-2 tanh MLP, width 256, 256 digits, 200
+  steps) against a loop of ``td.run`` calls, with one CPU device per core
+  (``dynamics.runtime``), and its fraction of the matmul rate;
+* ``compile_cache``: the README's main job in two processes sharing a fresh persistent
+  compilation cache: the compile seconds of each;
 * ``data_as_arguments``: on a 10,000-example task, the HLO text size and the compile time
   of a run with the data passed as arguments (the engine) against the same run with the
   data closed over as constants (the engine before: ``Runner`` read the task's arrays
@@ -46,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dynamics as td
-from dynamics import assembly, execution, planning, programs, sweeps
+from dynamics import assembly, execution, planning, programs, runtime, sweeps
 from dynamics.loop import make_run
 
 
@@ -78,16 +83,6 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
 
 def _hparams(spec, lr):
     return {**{k: jnp.float32(v) for k, v in spec.hparams().items()}, "lr": jnp.float32(lr)}
-
-
-def run_flops(spec: td.Spec) -> float:
-    """XLA's FLOP count of one whole run (module doc)."""
-    runner = make_run(spec)
-    cost = jax.jit(runner.run).lower(sweeps.run_key(0, 0), _hparams(spec, 0.1),
-                                     spec.task.arrays()).cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost["flops"])
 
 
 # -- the models ------------------------------------------------------------------------
@@ -174,7 +169,7 @@ def bench_case(label: str, spec: td.Spec, n_runs: int, repeats: int, seed: int) 
         fns[strategy] = functools.partial(execution.execute, s, plan, keys, columns)
     times = _best_times(fns, repeats)
     t_serial = times["serial"]
-    flops = run_flops(spec) * n_runs
+    flops = programs.run_flops(spec) * n_runs
     case = {"model": label, "runs": n_runs, "steps": spec.steps,
             "serial_seconds": round(t_serial, 4),
             "serial_gflops": round(flops / t_serial / 1e9, 2),
@@ -190,6 +185,59 @@ def bench_case(label: str, spec: td.Spec, n_runs: int, repeats: int, seed: int) 
     case["auto"] = planning.choose_strategy(spec, n_runs)
     case["auto_speedup_over_serial"] = case["strategies"][case["auto"]]["speedup_over_serial"]
     return case
+
+
+# -- every core busy ---------------------------------------------------------------------
+
+
+def bench_cores(n_runs: int, steps: int, width: int, repeats: int, seed: int) -> dict:
+    """A sweep of ``n_runs`` (depth-2 tanh MLP, 256 digits, full batch) against a loop of
+    ``td.run`` calls, with this process's CPU devices (one per core by default,
+    ``dynamics.runtime``): the time ratio, and the sweep's fraction of the matmul rate."""
+    task = td.tasks.digits(n_train=256, n_test=128, loss="mse", seed=seed)
+    spec = _mlp_spec(task, width, steps, seed)
+    times = _best_times({
+        "runs": lambda: [td.run(spec, seed=s, progress=False) for s in range(n_runs)],
+        "sweep": lambda: td.sweep(spec, seed=range(n_runs), progress=False),
+    }, repeats)
+    flops = programs.run_flops(spec) * n_runs
+    return {"runs": n_runs, "steps": steps, "width": width, "cpu_devices": jax.device_count(),
+            "auto": planning.choose_strategy(spec, n_runs),
+            "loop_of_runs_seconds": round(times["runs"], 3),
+            "sweep_seconds": round(times["sweep"], 3),
+            "sweep_speedup_over_runs": round(times["runs"] / times["sweep"], 3),
+            "sweep_gflops": round(flops / times["sweep"] / 1e9, 2)}
+
+
+_CACHE_CHILD = """
+import json, sys, time
+from jax import monitoring
+seconds = [0.0]
+def on_duration(name, s, **kw):
+    if name == "/jax/core/compile/backend_compile_duration":
+        seconds[0] += s
+monitoring.register_event_duration_secs_listener(on_duration)
+from experiments import get
+from experiments.common import execute
+start = time.perf_counter()
+execute(get("lazy-rich"), "quick", sys.argv[1])
+print(json.dumps({"compile_seconds": seconds[0], "seconds": time.perf_counter() - start}))
+"""
+
+
+def bench_compile_cache() -> dict:
+    """The README's main job (``lazy-rich``, quick) in two processes sharing a fresh
+    persistent compilation cache (``dynamics.runtime``): compile seconds of each."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, TRAINDYN_COMPILATION_CACHE=os.path.join(tmp, "cache"))
+        for name in ("first_process", "second_process"):
+            proc = subprocess.run([sys.executable, "-c", _CACHE_CHILD, os.path.join(tmp, name)],
+                                  env=env, check=True, capture_output=True, text=True)
+            out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["compile_seconds_ratio"] = round(out["first_process"]["compile_seconds"]
+                                         / max(out["second_process"]["compile_seconds"], 1e-9), 1)
+    return out
 
 
 # -- data as arguments -------------------------------------------------------------------
@@ -282,8 +330,7 @@ def bench_sharding(width: int, n_runs: int, steps: int, repeats: int, seed: int,
     same batch of runs on one of them (in a child process: the device count is fixed when
     JAX starts)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-                         f"--xla_force_host_platform_device_count={devices}".strip())
+               XLA_FLAGS=runtime.with_cpu_devices(os.environ.get("XLA_FLAGS", ""), devices))
     out = subprocess.run([sys.executable, "-c", _SHARDING_CHILD, str(width), str(n_runs),
                           str(steps), str(repeats), str(seed)], env=env, check=True,
                          capture_output=True, text=True)
@@ -331,6 +378,12 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     print(f"data as arguments: HLO x{data_args['hlo_size_ratio_constants_over_arguments']} "
           f"smaller, compile x{data_args['compile_time_ratio_constants_over_arguments']} "
           "faster", file=sys.stderr)
+    cores = bench_cores(8 if quick else 32, 20 if quick else 200, 64 if quick else 256,
+                        repeats, seed)
+    print(f"every core busy: {cores['runs']} runs on {cores['cpu_devices']} devices, sweep "
+          f"x{cores['sweep_speedup_over_runs']} over td.run calls", file=sys.stderr)
+    cores["sweep_fraction_of_matmul"] = round(cores["sweep_gflops"] * 1e9 / peak, 3)
+    cache = None if quick else bench_compile_cache()
     digits = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
     checkpoint = bench_checkpoint(digits, 32 if quick else 64, 4 if quick else 16,
                                   20 if quick else 400, repeats, seed)
@@ -351,6 +404,10 @@ def main(quick: bool = False, seed: int = 0) -> dict:
                                         c["strategies"][c["auto"]]["fraction_of_matmul"]
                                         for c in cases},
             "data_as_arguments": {k: data_args[k] for k in data_args if "ratio" in k},
+            "cores_sweep_speedup_over_runs": cores["sweep_speedup_over_runs"],
+            "cores_sweep_fraction_of_matmul": cores["sweep_fraction_of_matmul"],
+            "second_process_compile_seconds": (None if cache is None else round(
+                cache["second_process"]["compile_seconds"], 2)),
             "checkpoint_overhead_ratio": checkpoint["checkpoint_overhead_ratio"],
             "sharded_speedup_4_cpu_devices": sharding["sharded_speedup"],
         },
@@ -359,6 +416,8 @@ def main(quick: bool = False, seed: int = 0) -> dict:
         "matmul_gflops": round(peak / 1e9, 2),
         "cases": cases,
         "data_as_arguments": data_args,
+        "cores": cores,
+        "compile_cache": cache if cache is not None else "not measured in --quick",
         "checkpoint": checkpoint,
         "sharding": sharding,
         "throughput": throughput,

@@ -2,8 +2,13 @@
 
 The test programs are tiny, so their time is XLA's compile time; LLVM's optimisation
 level 0 halves it and changes no oracle (numbers are compared within one process, or
-against tolerances far above a last-bit difference in code generation)."""
+against tolerances far above a last-bit difference in code generation).
+
+The persistent compilation cache is off (``dynamics.runtime``): every test compiles what
+it runs, so that tests that count compiles count them, and the suite writes nothing to
+the user's cache; ``tests/test_runtime.py`` checks the cache in child processes."""
 
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+os.environ.setdefault("TRAINDYN_COMPILATION_CACHE", "off")

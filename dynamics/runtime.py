@@ -1,0 +1,87 @@
+"""What traindyn sets up in the process when it is imported: every CPU core a device, and
+compiled programs cached on disk.
+
+* **One XLA CPU device per core.** XLA's CPU backend is one device by default, and a
+  single run's program leaves cores idle (``traindyn bench sweep``). With one device per
+  core, a sweep's runs are spread over them (``dynamics.planning`` places a ``vmap`` part's
+  runs on a mesh over the devices, or the single runs of the ``loop`` strategy on the
+  devices in turn), and each core works on its own runs. The flag
+  ``--xla_force_host_platform_device_count=<cores>`` is added to ``XLA_FLAGS`` before JAX
+  starts its backends; a device count already in the user's ``XLA_FLAGS`` is kept, and
+  nothing changes once JAX's backends have started (import traindyn first). Accelerator
+  devices are not affected. Off with ``TRAINDYN_CPU_DEVICES=1`` (or any count).
+* **The persistent compilation cache.** JAX's cache of compiled programs on disk
+  (``jax_compilation_cache_dir``), so that a second process running the same programs
+  loads them instead of compiling; with the data as program arguments
+  (``dynamics.loop``), a new dataset of the same shapes hits the cache too. Directory:
+  ``$TRAINDYN_COMPILATION_CACHE``, default ``$XDG_CACHE_HOME/traindyn/jax`` (or
+  ``~/.cache/traindyn/jax``); ``TRAINDYN_COMPILATION_CACHE=off`` turns it off. A cache
+  directory the user configured in JAX is left as it is. Programs that compile in under
+  ``MIN_COMPILE_SECONDS`` are not written (they are cheaper to compile than to load).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+
+DEVICE_FLAG = "--xla_force_host_platform_device_count"
+MIN_COMPILE_SECONDS = 0.2
+
+
+def _backends_started() -> bool:
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+def with_cpu_devices(flags: str, count: int) -> str:
+    """``XLA_FLAGS`` text with its CPU device count set to ``count`` (for a child process)."""
+    kept = [f for f in flags.split() if not f.startswith(DEVICE_FLAG)]
+    return " ".join(kept + [f"{DEVICE_FLAG}={count}"])
+
+
+def cpu_devices_per_core(environ=os.environ) -> int | None:
+    """Add one CPU device per core to ``XLA_FLAGS`` (module doc); returns the count set,
+    or None when nothing was changed."""
+    wanted = environ.get("TRAINDYN_CPU_DEVICES")
+    count = int(wanted) if wanted else (len(os.sched_getaffinity(0))
+                                        if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    flags = environ.get("XLA_FLAGS", "")
+    if DEVICE_FLAG in flags or count is None or count <= 1 or _backends_started():
+        return None
+    environ["XLA_FLAGS"] = f"{flags} {DEVICE_FLAG}={count}".strip()
+    return count
+
+
+def cache_directory(environ=os.environ) -> pathlib.Path | None:
+    setting = environ.get("TRAINDYN_COMPILATION_CACHE", "")
+    if setting.lower() in ("off", "0", "false", "no", "none"):
+        return None
+    if setting:
+        return pathlib.Path(setting).expanduser()
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "traindyn" / "jax"
+
+
+def compilation_cache(environ=os.environ) -> pathlib.Path | None:
+    """Turn on JAX's persistent compilation cache (module doc); returns its directory."""
+    if jax.config.jax_compilation_cache_dir:  # the user's own
+        return pathlib.Path(jax.config.jax_compilation_cache_dir)
+    directory = cache_directory(environ)
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: run without the cache
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    return directory
+
+
+def setup() -> None:
+    cpu_devices_per_core()
+    compilation_cache()

@@ -1,0 +1,91 @@
+"""What traindyn sets up when it is imported (dynamics.runtime): one CPU device per core,
+the user's XLA_FLAGS respected, and the persistent compilation cache."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dynamics import runtime
+
+
+def test_one_cpu_device_per_core_is_added_to_xla_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "_backends_started", lambda: False)
+    env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    count = runtime.cpu_devices_per_core(env)
+    assert count == len(os.sched_getaffinity(0))
+    if count > 1:
+        assert env["XLA_FLAGS"] == (f"--xla_backend_optimization_level=0 "
+                                    f"--xla_force_host_platform_device_count={count}")
+    # the user's own device count is kept, and so is the rest of their flags
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    assert runtime.cpu_devices_per_core(env) is None
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    env = {"TRAINDYN_CPU_DEVICES": "1"}
+    assert runtime.cpu_devices_per_core(env) is None and "XLA_FLAGS" not in env
+    env = {"TRAINDYN_CPU_DEVICES": "4"}
+    assert runtime.cpu_devices_per_core(env) == 4
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+    # once JAX's backends run, nothing changes
+    monkeypatch.setattr(runtime, "_backends_started", lambda: True)
+    env = {}
+    assert runtime.cpu_devices_per_core(env) is None and env == {}
+
+
+def test_the_cache_directory_is_per_user_overridable_and_can_be_off(tmp_path):
+    assert runtime.cache_directory({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "traindyn" / "jax"
+    assert runtime.cache_directory({"TRAINDYN_COMPILATION_CACHE": str(tmp_path / "c")}) == tmp_path / "c"
+    for off in ("off", "0", "false", "none"):
+        assert runtime.cache_directory({"TRAINDYN_COMPILATION_CACHE": off}) is None
+
+
+CHILD = """
+import json, sys
+import jax
+from jax import monitoring
+events = {"hits": 0, "compile_seconds": 0.0}
+def on_event(name, **kw):
+    if name == "/jax/compilation_cache/cache_hits":
+        events["hits"] += 1
+def on_duration(name, seconds, **kw):
+    if name == "/jax/core/compile/backend_compile_duration":
+        events["compile_seconds"] += seconds
+monitoring.register_event_listener(on_event)
+monitoring.register_event_duration_secs_listener(on_duration)
+import dynamics as td
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # cache every program
+task = td.tasks.teacher_student_linear(dim=4, n_train=16, n_test=8, seed=int(sys.argv[1]))
+spec = td.Spec(td.MLP(width=8), task, steps=4, log_every=2)
+ds = td.sweep(spec, seed=range(2), lr=[0.1, 0.2])
+events["devices"] = jax.device_count()
+events["cache"] = jax.config.jax_compilation_cache_dir
+events["loss"] = float(ds.train_loss.isel(step=-1).sum())
+print(json.dumps(events))
+"""
+
+
+def run_child(cache, task_seed, **env):
+    environ = {k: v for k, v in os.environ.items() if k != "TRAINDYN_COMPILATION_CACHE"}
+    environ.update(TRAINDYN_COMPILATION_CACHE=str(cache), JAX_PLATFORMS="cpu", **env)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD), str(task_seed)],
+                         env=environ, capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_its_programs_from_the_cache_even_for_new_data(tmp_path):
+    cache = tmp_path / "cache"
+    first = run_child(cache, task_seed=0)
+    assert first["hits"] == 0 and first["cache"] == str(cache)
+    assert any(cache.iterdir())  # programs were written
+    again = run_child(cache, task_seed=0)
+    # every program of the sweep comes from the cache: the same results, no compile
+    assert again["hits"] >= 3 and again["loss"] == first["loss"]
+    # another dataset of the same shapes: the data are arguments, so the same programs
+    other = run_child(cache, task_seed=1)
+    assert other["hits"] == again["hits"] and other["loss"] != first["loss"]
+    off = run_child("off", task_seed=0)
+    assert off["hits"] == 0 and off["cache"] is None
