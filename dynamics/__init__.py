@@ -3,7 +3,7 @@ observables. See ``dynamics.sweeps`` for how a sweep becomes one compiled progra
 
 from dynamics import runtime as _runtime
 
-_runtime.setup()  # before JAX starts its backends: CPU devices per core, compile cache
+_runtime.setup()  # before JAX starts its backends: compile cache, CPU devices if asked
 
 from dynamics import models, observables, optimizers, parametrization, tasks
 from dynamics.models import MLP, from_linen, from_nnx

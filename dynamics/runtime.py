@@ -1,15 +1,17 @@
-"""What traindyn sets up in the process when it is imported: every CPU core a device, and
-compiled programs cached on disk.
+"""What traindyn sets up in the process when it is imported: compiled programs cached on
+disk, and CPU devices when asked for.
 
-* **One XLA CPU device per core.** XLA's CPU backend is one device by default, and a
-  single run's program leaves cores idle (``traindyn bench sweep``). With one device per
-  core, a sweep's runs are spread over them (``dynamics.planning`` places a ``vmap`` part's
-  runs on a mesh over the devices, or the single runs of the ``loop`` strategy on the
-  devices in turn), and each core works on its own runs. The flag
-  ``--xla_force_host_platform_device_count=<cores>`` is added to ``XLA_FLAGS`` before JAX
-  starts its backends; a device count already in the user's ``XLA_FLAGS`` is kept, and
-  nothing changes once JAX's backends have started (import traindyn first). Accelerator
-  devices are not affected. Off with ``TRAINDYN_CPU_DEVICES=1`` (or any count).
+* **CPU devices, on request.** XLA's CPU backend is one device, which uses every core
+  through its own thread pool. ``TRAINDYN_CPU_DEVICES=<n>`` (or ``=cores``) adds
+  ``--xla_force_host_platform_device_count=<n>`` to ``XLA_FLAGS`` before JAX starts its
+  backends, and a sweep's runs are then spread over the devices (``dynamics.planning``
+  places a ``vmap`` part's runs on a mesh over them, or the single runs of the ``loop``
+  strategy on the devices in turn). It is not the default: with jaxlib 0.10.2, a program
+  sharded over forced CPU devices that calls LAPACK (``jnp.linalg.eigvalsh`` of a batch of
+  12 runs per device, as the kernel observables of the main job do) never returns, every
+  thread idle. A device count already in the user's ``XLA_FLAGS`` is kept, and nothing
+  changes once JAX's backends have started (import traindyn first). Accelerator devices
+  are not affected.
 * **The persistent compilation cache.** JAX's cache of compiled programs on disk
   (``jax_compilation_cache_dir``), so that a second process running the same programs
   loads them instead of compiling; with the data as program arguments
@@ -43,12 +45,27 @@ def with_cpu_devices(flags: str, count: int) -> str:
     return " ".join(kept + [f"{DEVICE_FLAG}={count}"])
 
 
-def cpu_devices_per_core(environ=os.environ) -> int | None:
-    """Add one CPU device per core to ``XLA_FLAGS`` (module doc); returns the count set,
-    or None when nothing was changed."""
-    wanted = environ.get("TRAINDYN_CPU_DEVICES")
-    count = int(wanted) if wanted else (len(os.sched_getaffinity(0))
-                                        if hasattr(os, "sched_getaffinity") else os.cpu_count())
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def cpu_devices(environ=os.environ) -> int | None:
+    """Add the CPU devices asked for by ``TRAINDYN_CPU_DEVICES`` to ``XLA_FLAGS`` (module
+    doc); returns the count set, or None when nothing was changed."""
+    wanted = environ.get("TRAINDYN_CPU_DEVICES", "").strip().lower()
+    if not wanted:
+        return None
+    if wanted == "cores":
+        count = cores()
+    else:
+        try:
+            count = int(wanted)
+        except ValueError:
+            raise ValueError(f"TRAINDYN_CPU_DEVICES must be a positive integer or 'cores', "
+                             f"got {wanted!r}") from None
+        if count < 1:
+            raise ValueError(f"TRAINDYN_CPU_DEVICES must be a positive integer or 'cores', "
+                             f"got {wanted!r}")
     flags = environ.get("XLA_FLAGS", "")
     if DEVICE_FLAG in flags or count is None or count <= 1 or _backends_started():
         return None
@@ -83,5 +100,5 @@ def compilation_cache(environ=os.environ) -> pathlib.Path | None:
 
 
 def setup() -> None:
-    cpu_devices_per_core()
+    cpu_devices()
     compilation_cache()

@@ -1,5 +1,5 @@
-"""What traindyn sets up when it is imported (dynamics.runtime): one CPU device per core,
-the user's XLA_FLAGS respected, and the persistent compilation cache."""
+"""What traindyn sets up when it is imported (dynamics.runtime): CPU devices only when
+asked for, the user's XLA_FLAGS respected, and the persistent compilation cache."""
 
 import json
 import os
@@ -12,27 +12,34 @@ import pytest
 from dynamics import runtime
 
 
-def test_one_cpu_device_per_core_is_added_to_xla_flags(monkeypatch):
+def test_cpu_devices_only_when_asked_and_the_users_flags_kept(monkeypatch):
     monkeypatch.setattr(runtime, "_backends_started", lambda: False)
+    # nothing by default: one CPU device (a sharded CPU program calling LAPACK deadlocks)
     env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
-    count = runtime.cpu_devices_per_core(env)
+    assert runtime.cpu_devices(env) is None
+    assert env == {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    env["TRAINDYN_CPU_DEVICES"] = "cores"
+    count = runtime.cpu_devices(env)
     assert count == len(os.sched_getaffinity(0))
     if count > 1:
         assert env["XLA_FLAGS"] == (f"--xla_backend_optimization_level=0 "
                                     f"--xla_force_host_platform_device_count={count}")
     # the user's own device count is kept, and so is the rest of their flags
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
-    assert runtime.cpu_devices_per_core(env) is None
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3", "TRAINDYN_CPU_DEVICES": "2"}
+    assert runtime.cpu_devices(env) is None
     assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
     env = {"TRAINDYN_CPU_DEVICES": "1"}
-    assert runtime.cpu_devices_per_core(env) is None and "XLA_FLAGS" not in env
+    assert runtime.cpu_devices(env) is None and "XLA_FLAGS" not in env
     env = {"TRAINDYN_CPU_DEVICES": "4"}
-    assert runtime.cpu_devices_per_core(env) == 4
+    assert runtime.cpu_devices(env) == 4
     assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+    for bad in ("0", "two"):
+        with pytest.raises(ValueError, match="TRAINDYN_CPU_DEVICES must be a positive"):
+            runtime.cpu_devices({"TRAINDYN_CPU_DEVICES": bad})
     # once JAX's backends run, nothing changes
     monkeypatch.setattr(runtime, "_backends_started", lambda: True)
-    env = {}
-    assert runtime.cpu_devices_per_core(env) is None and env == {}
+    env = {"TRAINDYN_CPU_DEVICES": "2"}
+    assert runtime.cpu_devices(env) is None and "XLA_FLAGS" not in env
 
 
 def test_the_cache_directory_is_per_user_overridable_and_can_be_off(tmp_path):
@@ -68,7 +75,8 @@ print(json.dumps(events))
 
 
 def run_child(cache, task_seed, **env):
-    environ = {k: v for k, v in os.environ.items() if k != "TRAINDYN_COMPILATION_CACHE"}
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("TRAINDYN_COMPILATION_CACHE", "TRAINDYN_CPU_DEVICES", "XLA_FLAGS")}
     environ.update(TRAINDYN_COMPILATION_CACHE=str(cache), JAX_PLATFORMS="cpu", **env)
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD), str(task_seed)],
                          env=environ, capture_output=True, text=True, check=True, timeout=300)
@@ -80,6 +88,7 @@ def test_a_second_process_loads_its_programs_from_the_cache_even_for_new_data(tm
     cache = tmp_path / "cache"
     first = run_child(cache, task_seed=0)
     assert first["hits"] == 0 and first["cache"] == str(cache)
+    assert first["devices"] == 1  # one CPU device unless asked for (dynamics.runtime)
     assert any(cache.iterdir())  # programs were written
     again = run_child(cache, task_seed=0)
     # every program of the sweep comes from the cache: the same results, no compile
