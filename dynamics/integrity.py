@@ -14,12 +14,16 @@
   metadata of a 10 kB netCDF-4 file sent the HDF5 library into an endless loop. The seal
   sits where the format allows trailing bytes: after the end of an HDF5 file (readers
   ignore bytes past its end-of-file address) and in the archive comment of a zip (``.npz``).
-* ``digest(*arrays)``: SHA-256 of arrays' dtypes, shapes and bytes.
+* ``digest(*arrays)``: SHA-256 of arrays' dtypes, shapes and bytes; arrays of text
+  (numpy ``U``/``S`` strings, objects, and numpy 2's ``StringDType``, which pandas 3 gives
+  for string labels) are hashed as their shape and the text of each element, since their
+  buffers hold pointers, not contents.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import secrets
@@ -36,12 +40,31 @@ _BLOCK = 1 << 20
 SEALED, UNSEALED, DAMAGED = "sealed", "unsealed", "damaged"
 
 
+def is_text(dtype) -> bool:
+    """Whether arrays of ``dtype`` hold text or Python objects rather than numbers:
+    numpy ``U`` and ``S`` strings, objects, and numpy 2's variable-width ``StringDType``
+    (kind ``T``)."""
+    return np.dtype(dtype).kind in "USOT"
+
+
+def text_json(a) -> str:
+    """The shape of ``a`` and the text of each element, in JSON (the same for every width
+    of string dtype and for ``StringDType``)."""
+    a = np.asarray(a)
+    return json.dumps([list(a.shape), [str(v) for v in a.ravel().tolist()]])
+
+
 def digest(*arrays) -> str:
-    """SHA-256 of arrays' dtypes, shapes and bytes (``None`` hashes as a marker)."""
+    """SHA-256 of arrays' dtypes, shapes and bytes (``None`` hashes as a marker; text
+    arrays as their shape and elements' text, see ``text_json``)."""
     h = hashlib.sha256()
     for a in arrays:
         if a is None:
             h.update(b"none")
+            continue
+        a = np.asarray(a)
+        if is_text(a.dtype):
+            h.update(b"text" + text_json(a).encode())
             continue
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())

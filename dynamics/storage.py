@@ -46,7 +46,7 @@ def _canonical_attr(value):
     array = np.atleast_1d(np.asarray(value))
     if array.dtype == bool:
         array = array.astype(np.int64)
-    if array.dtype.kind in "USO":
+    if integrity.is_text(array.dtype):
         return [str(v) for v in array.tolist()]
     return array.tolist()
 
@@ -63,9 +63,8 @@ def _variable_checksum(name: str, var: xr.Variable, is_coord: bool) -> str:
     h.update(json.dumps([name, is_coord, list(var.dims)]).encode())
     h.update(_attrs_json(var.attrs).encode())
     values = np.asarray(var.values)
-    if values.dtype.kind in "USO":
-        h.update(json.dumps([list(values.shape), [str(v) for v in values.ravel().tolist()]])
-                 .encode())
+    if integrity.is_text(values.dtype):
+        h.update(integrity.text_json(values).encode())
     else:
         h.update(integrity.digest(values).encode())
     return h.hexdigest()
