@@ -6,13 +6,21 @@
   and power iteration;
 * ``trace``: Hutchinson and Hutch++ trace estimates with standard errors;
 * ``density``: spectral density by stochastic Lanczos quadrature;
+* ``blocks``: blocks of parameters named by path (layers, leaves, subtrees) and
+  ``restrict``, a function of the parameters as one of a block's;
 * ``observables``: ``Sharpness``, ``TopEigenvalues``, ``HessianTrace``,
-  ``BatchSharpness``, ``GGNSharpness``, ``SpectralDensity`` for ``Spec.observables``.
+  ``BatchSharpness``, ``GGNSharpness``, ``SpectralDensity`` for ``Spec.observables``, and
+  per block ``BlockSharpness``, ``BlockTopEigenvalues``, ``BlockHessianTrace``,
+  ``BlockSpectralDensity``.
 """
 
-from dynamics.curvature import density, lanczos, operators, trace
+from dynamics.curvature import blocks, density, lanczos, operators, trace
 from dynamics.curvature.observables import (
     BatchSharpness,
+    BlockHessianTrace,
+    BlockSharpness,
+    BlockSpectralDensity,
+    BlockTopEigenvalues,
     GGNSharpness,
     HessianTrace,
     Sharpness,
@@ -22,11 +30,16 @@ from dynamics.curvature.observables import (
 
 __all__ = [
     "BatchSharpness",
+    "BlockHessianTrace",
+    "BlockSharpness",
+    "BlockSpectralDensity",
+    "BlockTopEigenvalues",
     "GGNSharpness",
     "HessianTrace",
     "Sharpness",
     "SpectralDensity",
     "TopEigenvalues",
+    "blocks",
     "density",
     "lanczos",
     "observables",
