@@ -10,6 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
@@ -205,3 +206,51 @@ def test_unknown_blocks_and_clashing_coordinates_are_refused():
         make_spec((curvature.BlockSharpness(), curvature.BlockHessianTrace(blocks="1/w")))
     with pytest.raises(ValueError, match="dimension 'eigenvalue' with different coordinates"):
         make_spec((curvature.SpectralDensity(points=5), curvature.SpectralDensity(points=7)))
+
+
+# -- preconditioned sharpness ------------------------------------------------------------
+
+
+def adam_preconditioner_of(opt_state, b2=0.999, eps=1e-8):
+    """P = sqrt(nu / (1 - b2^t)) + eps from optax's ScaleByAdamState, written out
+    (Cohen et al. 2022, Sec. 2), flat."""
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(
+        s, optax.ScaleByAdamState)) if isinstance(s, optax.ScaleByAdamState)]
+    assert len(found) == 1
+    count, nu = found[0].count, ravel_pytree(found[0].nu)[0]
+    return np.sqrt(np.asarray(nu) / (1 - b2 ** int(count))) + eps
+
+
+def test_preconditioned_sharpness_of_adam_equals_eigh_of_the_dense_preconditioned_hessian():
+    # iterations = 32 = P: the whole Krylov space, exact to rounding (see RTOL)
+    spec = make_spec((curvature.PreconditionedSharpness(iterations=32),
+                      curvature.Sharpness(iterations=32)), optimizer=td.optimizers.adam(0.01))
+    ds, states = sweep(spec)
+    loss = training_loss(spec)
+    for i in range(2):
+        for j in range(2):
+            state = final_state(states, i, j)
+            p = adam_preconditioner_of(state.opt_state)
+            s = 1 / np.sqrt(p)
+            h = dense_hessian(loss, state.params)
+            exact = np.linalg.eigvalsh(s[:, None] * h * s[None, :])[-1]
+            # = the top eigenvalue of P^-1 H (similar matrices)
+            np.testing.assert_allclose(np.max(np.linalg.eigvals(h / p[:, None]).real), exact,
+                                       rtol=1e-8)
+            final = ds.isel(seed=i, lr=j, step=-1)
+            np.testing.assert_allclose(final.preconditioned_sharpness, exact, rtol=RTOL)
+            # Adam's P is far below 1 here: the preconditioned sharpness is the larger
+            assert final.preconditioned_sharpness > 10 * final.sharpness
+    assert_alone_equals_sweep(spec, ds, ["preconditioned_sharpness"])
+
+
+def test_preconditioned_sharpness_of_sgd_is_the_sharpness_and_lion_is_refused():
+    spec = make_spec((curvature.PreconditionedSharpness(iterations=10),
+                      curvature.Sharpness(iterations=10)), steps=LOG_EVERY)
+    ds = td.sweep(spec, seed=[0, 1])
+    # P = I: the same products from the same start vector, bit for bit
+    np.testing.assert_array_equal(ds.preconditioned_sharpness.values, ds.sharpness.values)
+    lion = make_spec((curvature.PreconditionedSharpness(),), steps=LOG_EVERY,
+                     optimizer=td.optimizers.from_optax(optax.lion, learning_rate=1e-3))
+    with pytest.raises(ValueError, match=r"PreconditionedSharpness needs.*'optax.lion'"):
+        td.run(lion)

@@ -11,7 +11,8 @@
 * ``observables``: ``Sharpness``, ``TopEigenvalues``, ``HessianTrace``,
   ``BatchSharpness``, ``GGNSharpness``, ``SpectralDensity`` for ``Spec.observables``, and
   per block ``BlockSharpness``, ``BlockTopEigenvalues``, ``BlockHessianTrace``,
-  ``BlockSpectralDensity``.
+  ``BlockSpectralDensity``, and ``PreconditionedSharpness`` (the sharpness an adaptive
+  optimizer sees, Cohen et al. 2022).
 """
 
 from dynamics.curvature import blocks, density, lanczos, operators, trace
@@ -23,6 +24,7 @@ from dynamics.curvature.observables import (
     BlockTopEigenvalues,
     GGNSharpness,
     HessianTrace,
+    PreconditionedSharpness,
     Sharpness,
     SpectralDensity,
     TopEigenvalues,
@@ -36,6 +38,7 @@ __all__ = [
     "BlockTopEigenvalues",
     "GGNSharpness",
     "HessianTrace",
+    "PreconditionedSharpness",
     "Sharpness",
     "SpectralDensity",
     "TopEigenvalues",

@@ -365,3 +365,76 @@ class BlockSpectralDensity(_PerBlock, SpectralDensity):
     normalised to integrate to 1)."""
 
     dims, descriptions = _per_block(SpectralDensity, ("spectral_density",))
+
+
+# -- curvature seen by an adaptive optimizer -------------------------------------------
+
+
+def diagonal_preconditioner(ctx, owner: str):
+    """The optimizer's current diagonal preconditioner ``P`` (a pytree like the
+    parameters, read from ``ctx.opt_state`` through ``Optimizer.preconditioner``), or
+    ``None`` for an SGD-like optimizer (``P = I``); a ``ValueError`` for any other."""
+    optimizer = ctx.optimizer
+    p = None if optimizer is None else optimizer.preconditioner(ctx.opt_state)
+    if p is None and (optimizer is None or optimizer.family != "sgd"):
+        name = getattr(optimizer, "name", None)
+        family = getattr(optimizer, "family", None)
+        raise ValueError(
+            f"{owner} needs the diagonal preconditioner of an Adam-like optimizer (a "
+            f"second moment, optax.ScaleByAdamState) or an SGD-like one (P = I); optimizer "
+            f"{name!r} (family={family!r}) has neither (sign-based methods such as lion "
+            "have no diagonal preconditioner; declare from_optax(..., family='sgd') for an "
+            "SGD-like optimizer of unknown family)")
+    return p
+
+
+@dataclasses.dataclass(frozen=True)
+class PreconditionedSharpness(Observable):
+    r"""``preconditioned_sharpness``: ``lambda_max(P^-1 H)``, the largest eigenvalue of
+    the training-loss Hessian ``H`` preconditioned by the optimizer's current diagonal
+    preconditioner ``P`` (Cohen et al. 2022, "Adaptive gradient methods at the edge of
+    stability", Sec. 2: full-batch Adam trains where it equilibrates at
+    ``(2 + 2 beta1) / ((1 - beta1) eta)``, ``38/eta`` for ``beta1 = 0.9``). For Adam ``P =
+    diag(sqrt(nu_t / (1 - b2^t)) + eps)`` from the run's optimizer state
+    (``dynamics.optimizers.preconditioner``). ``P^-1 H`` is similar to the symmetric
+    ``P^-1/2 H P^-1/2``, whose top eigenvalue Lanczos computes from the products
+    ``v -> P^-1/2 H (P^-1/2 v)``. For an SGD-like optimizer ``P = I`` and it is the
+    ``sharpness``; an optimizer with neither (Lion, signSGD, Adafactor, ...) is
+    refused."""
+
+    iterations: int = 20
+    rows_per_pass: int | None = None
+    descriptions: ClassVar = {
+        "preconditioned_sharpness": (
+            "preconditioned sharpness",
+            f"largest eigenvalue of P⁻¹H (= of P^-1/2 H P^-1/2), H {_HESSIAN} and P the "
+            "optimizer's current diagonal preconditioner, for Adam diag(sqrt(ν_t/(1-β2^t)) + "
+            "ε) (Cohen et al. 2022); P = I for SGD-like optimizers; by `iterations` Lanczos "
+            "steps"),
+    }
+
+    def __post_init__(self):
+        _need_int(type(self).__name__, "iterations", self.iterations, 1)
+        _need_rows(type(self).__name__, self.rows_per_pass)
+
+    def bind(self, spec):
+        if spec.optimizer.family not in ("sgd", "adam"):
+            raise ValueError(
+                f"PreconditionedSharpness needs an SGD-like or Adam-like optimizer; "
+                f"{spec.optimizer.name!r} has family={spec.optimizer.family!r} (unknown): "
+                "declare it, from_optax(..., family='sgd' or 'adam')")
+        return self
+
+    def __call__(self, ctx):
+        hvp = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
+        p = diagonal_preconditioner(ctx, type(self).__name__)
+        if p is None:
+            matvec = hvp
+        else:
+            scale = jax.tree.map(jax.lax.rsqrt, p)
+
+            def matvec(v):
+                scaled = hvp(jax.tree.map(jnp.multiply, scale, v))
+                return jax.tree.map(jnp.multiply, scale, scaled)
+
+        return {"preconditioned_sharpness": _top(ctx, matvec, 1, self.iterations, ctx.key)[0]}
