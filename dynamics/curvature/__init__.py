@@ -12,10 +12,12 @@
   ``BatchSharpness``, ``GGNSharpness``, ``SpectralDensity`` for ``Spec.observables``, and
   per block ``BlockSharpness``, ``BlockTopEigenvalues``, ``BlockHessianTrace``,
   ``BlockSpectralDensity``, and ``PreconditionedSharpness`` (the sharpness an adaptive
-  optimizer sees, Cohen et al. 2022).
+  optimizer sees, Cohen et al. 2022);
+* ``subspace``: ``GradientInTopSubspace`` and ``TopSubspaceOverlap``, the gradient in
+  the top Hessian eigenspace and its turning (Gur-Ari, Roberts & Dyer 2018).
 """
 
-from dynamics.curvature import blocks, density, lanczos, operators, trace
+from dynamics.curvature import blocks, density, lanczos, operators, subspace, trace
 from dynamics.curvature.observables import (
     BatchSharpness,
     BlockHessianTrace,
@@ -29,6 +31,7 @@ from dynamics.curvature.observables import (
     SpectralDensity,
     TopEigenvalues,
 )
+from dynamics.curvature.subspace import GradientInTopSubspace, TopSubspaceOverlap
 
 __all__ = [
     "BatchSharpness",
@@ -37,15 +40,18 @@ __all__ = [
     "BlockSpectralDensity",
     "BlockTopEigenvalues",
     "GGNSharpness",
+    "GradientInTopSubspace",
     "HessianTrace",
     "PreconditionedSharpness",
     "Sharpness",
     "SpectralDensity",
     "TopEigenvalues",
+    "TopSubspaceOverlap",
     "blocks",
     "density",
     "lanczos",
     "observables",
     "operators",
+    "subspace",
     "trace",
 ]
