@@ -160,6 +160,8 @@ def gd_sweep():
         curvature.BlockSharpness(iterations=20),
         curvature.BlockTopEigenvalues(k=3, iterations=20),
         curvature.BlockHessianTrace(samples=60, method="hutch++"),
+        curvature.BlockSpectralDensity(lo=-0.5, hi=1.5, points=11, sigma=0.1, probes=1,
+                                       iterations=8),
         curvature.Sharpness(iterations=32),
         curvature.PreconditionedSharpness(iterations=32),
         curvature.GradientInTopSubspace(k=2, iterations=32),
@@ -208,7 +210,8 @@ def test_gd_observables_in_the_sweep_equal_the_run_alone(gd_sweep):
     # batched and unbatched products differ in the last bits only: 1e-9 relative is far
     # above float64 rounding and far below any value here
     _, ds, _, alone = gd_sweep
-    for name in ("block_top_eigenvalues", "block_hessian_trace", "preconditioned_sharpness",
+    for name in ("block_sharpness", "block_top_eigenvalues", "block_hessian_trace",
+                 "block_spectral_density", "preconditioned_sharpness",
                  "top_subspace_gradient_fraction", "top_subspace_overlap"):
         np.testing.assert_allclose(alone[name].values, ds[name].sel(seed=1, lr=0.2).values,
                                    rtol=1e-9, atol=1e-12)
@@ -307,6 +310,13 @@ def test_preconditioned_sharpness_of_sgd_is_the_sharpness_and_lion_is_refused(gd
                      optimizer=td.optimizers.from_optax(optax.lion, learning_rate=1e-3))
     with pytest.raises(ValueError, match=r"PreconditionedSharpness needs.*'optax.lion'"):
         td.run(lion)
+
+    def descent(learning_rate):  # a user's factory: its family is unknown
+        return optax.sgd(learning_rate)
+
+    with pytest.raises(ValueError, match="family=None.*declare it"):
+        make_spec((curvature.PreconditionedSharpness(),),
+                  optimizer=td.optimizers.from_optax(descent, learning_rate=0.1))
 
 
 # -- the top subspace ------------------------------------------------------------------
