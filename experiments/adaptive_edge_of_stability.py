@@ -6,8 +6,9 @@ Cohen, Ghorbani, Krishnan, Agarwal, Medapati, Badura, Suo, Cardoze, Nado, Dahl &
 preconditioner ``P`` is heavy-ball momentum on ``P^-1/2 H P^-1/2``, which is stable iff
 ``lambda_max(P^-1 H) <= (2 + 2 beta1) / ((1 - beta1) eta)``, ``38/eta`` for ``beta1 =
 0.9`` (the threshold of their abstract, derived from the stability of heavy-ball momentum
-on a quadratic). In full-batch training they observe (their Fig. 1) that the preconditioned sharpness ``lambda_max(P_t^-1 H_t)`` rises to that
-threshold and equilibrates there ("Adaptive Edge of Stability", within about 10%), while
+on a quadratic). In full-batch training they observe (their Fig. 1) that the
+preconditioned sharpness ``lambda_max(P_t^-1 H_t)`` rises to that threshold and
+equilibrates there ("Adaptive Edge of Stability", within about 10%), while
 the plain sharpness ``lambda_max(H_t)`` is not clamped: the preconditioner adapts and
 training advances into regions of higher curvature.
 
