@@ -13,6 +13,9 @@ pairs, reduced to what a measurement needs:
   it. The two differ only for models with batch statistics or dropout.
 * ``init(ctx) -> state``: computed once per run at step 0 (e.g. the initial kernel);
   default ``()``.
+* ``bind(spec) -> observable``: the observable as it runs for a spec, called when the
+  ``Spec`` is built (default: itself); it may read the spec (e.g. the model's parameter
+  shapes, ``Spec.param_shapes``) to fill in defaults and to refuse what cannot run.
 * ``update(ctx, state) -> (values, state)``: the values at one of its log points and the
   state it carries to its next one (e.g. the previous Ritz vectors, to warm-start a
   Lanczos); the state is part of the run's carry, checkpointed with it. The default is
@@ -20,7 +23,8 @@ pairs, reduced to what a measurement needs:
 
 Values are arrays that may have trailing dimensions; ``dims`` names them (e.g.
 ``{"top_eigenvalues": ("eigen_index",)}``) and ``coords()`` may give coordinate values for
-them (e.g. the grid of a spectral density).
+them (e.g. the grid of a spectral density). Observables of one spec that name the same
+dimension must give it the same coordinates.
 
 Each class declares ``descriptions``: for every name it outputs (and every coordinate of
 its own), ``(long_name, definition)``, the definition with its normalisation; a sweep
@@ -39,6 +43,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dynamics.losses import accuracy
 
@@ -140,6 +145,13 @@ class Observable:
     def applies_to(self, classification: bool) -> bool:
         del classification
         return True
+
+    def bind(self, spec) -> "Observable":
+        """This observable as it runs for ``spec`` (called when the ``Spec`` is built,
+        before anything compiles; e.g. the default blocks of a per-block curvature are the
+        model's layers). Checks against the spec raise ``ValueError`` here."""
+        del spec
+        return self
 
     def coords(self) -> dict[str, Any]:
         """Coordinate values of the trailing dimensions named in ``dims`` (optional)."""
@@ -267,6 +279,28 @@ def resolve(observables) -> tuple[Observable, ...]:
             if item not in out:
                 out.append(item)
     return tuple(out)
+
+
+def bind(observables, spec) -> tuple[Observable, ...]:
+    """Every observable bound to ``spec`` (``Observable.bind``), and a ``ValueError`` when
+    two of them give the same dimension different coordinates (one Dataset holds one
+    coordinate per dimension)."""
+    bound = tuple(obs.bind(spec) for obs in observables)
+    seen: dict[str, tuple[Observable, Any]] = {}
+    for obs in bound:
+        for dim, values in obs.coords().items():
+            if dim not in seen:
+                seen[dim] = (obs, values)
+                continue
+            other, before = seen[dim]
+            if not (np.shape(before) == np.shape(values)
+                    and np.array_equal(np.asarray(before), np.asarray(values))):
+                raise ValueError(
+                    f"observables {other!r} and {obs!r} both declare the dimension {dim!r} "
+                    f"with different coordinates ({np.asarray(before).tolist()} and "
+                    f"{np.asarray(values).tolist()}); give them the same ones or use separate "
+                    "specs")
+    return bound
 
 
 def _applies(obs, contexts) -> bool:

@@ -139,6 +139,22 @@ class Spec:
             self.observable_stride(obs)
         self.hparams()  # name collisions
         check_outputs(self.model, self.task, self.hparams())
+        object.__setattr__(self, "observables", obs_lib.bind(self.observables, self))
+
+    def param_shapes(self):
+        """The parameters' ``ShapeDtypeStruct``s (``jax.eval_shape`` of the initialiser,
+        ``init`` when given: nothing is computed), in the spec's dtype."""
+        x1 = jax.ShapeDtypeStruct((1, *self.task.input_shape), self.task.x_train.dtype)
+        hp = {k: jax.ShapeDtypeStruct((), np.dtype(self.dtype)) for k in self.hparams()}
+
+        def init(key, x, hp):
+            if self.init is not None:
+                return self.init(key, x, hp)
+            return model_lib.init_variables(self.model, key, x, hp)[0]
+
+        shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), np.uint32), x1, hp)
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.dtype(self.dtype))
+                            if np.issubdtype(a.dtype, np.floating) else a, shapes)
 
     def observable_stride(self, obs) -> int:
         """The stride of ``obs`` in log points (its ``every`` is in optimizer steps)."""

@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "ntk-convergence": "experiments.ntk_convergence",
     "wide-linear": "experiments.wide_linear",
     "edge-of-stability": "experiments.edge_of_stability",
+    "adaptive-edge-of-stability": "experiments.adaptive_edge_of_stability",
     "sgd-stability": "experiments.sgd_stability",
     "batch-hessian": "experiments.batch_hessian",
     "hessian-outliers": "experiments.hessian_outliers",

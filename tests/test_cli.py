@@ -23,7 +23,8 @@ def test_list_names_every_experiment(capsys):
 def test_unknown_experiment_is_a_clear_error(capsys):
     assert cli.main(["run", "no-such-thing"]) == 2
     err = capsys.readouterr().err
-    assert "unknown experiment 'no-such-thing' (known: batch-hessian," in err
+    assert ("unknown experiment 'no-such-thing' (known: adaptive-edge-of-stability, "
+            "batch-hessian," in err)
     assert "did you mean" not in err  # nothing is close
 
 

@@ -18,7 +18,7 @@ import xarray as xr
 
 import dynamics as td
 from dynamics import curvature
-from experiments import batch_hessian, cli, hessian_outliers
+from experiments import adaptive_edge_of_stability, batch_hessian, cli, hessian_outliers
 
 P, D = 8, 32  # fewer rows than parameters: the regression interpolates, as a network does
 STEPS = 200
@@ -100,7 +100,7 @@ def test_largest_stable_lr_needs_every_seed_stable():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["edge-of-stability", "hessian-outliers", "batch-hessian",
-                                  "sgd-stability"])
+                                  "sgd-stability", "adaptive-edge-of-stability"])
 def test_quick_preset_claims_hold(name, tmp_path):
     assert cli.main(["run", name, "--preset", "quick", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -108,3 +108,11 @@ def test_quick_preset_claims_hold(name, tmp_path):
     assert summary["passed"] and not failed, failed
     assert len(summary["claims"]) >= 4
     assert (tmp_path / "figure.png").stat().st_size > 10_000
+
+
+def test_adaptive_threshold_is_38_over_eta_for_beta1_09():
+    # (2 + 2 * 0.9) / (0.1 * eta) = 38 / eta exactly, up to float rounding
+    aeos = adaptive_edge_of_stability
+    assert aeos.threshold(0.01) == pytest.approx(3800.0, rel=1e-12)
+    assert aeos.threshold(0.01, beta1=0.0) == pytest.approx(200.0, rel=1e-12)  # GD: 2/eta
+

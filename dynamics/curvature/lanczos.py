@@ -129,12 +129,15 @@ def ritz(tri: Tridiagonal):
 
 
 def eigenpairs(
-    matvec: Callable, like, key, *, k: int = 1, order: int = 20, which: str = "largest"
+    matvec: Callable, like, key, *, k: int = 1, order: int = 20, which: str = "largest",
+    start=None,
 ) -> Eigen:
     """The ``k`` largest (descending) or smallest (ascending) eigenvalues of the symmetric
     operator ``matvec`` on pytrees shaped like ``like``, from ``order`` Lanczos steps
-    started at a Gaussian vector drawn from ``key`` (``order`` is capped at the dimension
-    ``P``; ``order = P`` gives the exact spectrum up to rounding)."""
+    started at a Gaussian vector drawn from ``key``, or at ``start`` (a flat nonzero
+    vector of the ``P`` parameters, e.g. built from previous Ritz vectors to warm-start)
+    when given (``order`` is capped at the dimension ``P``; ``order = P`` gives the exact
+    spectrum up to rounding)."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {list(WHICH)}, got {which!r}")
     flat_matvec, flat, unravel = flat_operator(matvec, like)
@@ -145,8 +148,8 @@ def eigenpairs(
     if not isinstance(k, int) or not 1 <= k <= order:
         raise ValueError(f"k must be an int in [1, order={order}], got {k!r}")
     k_start, k_restart = jax.random.split(key)
-    v0 = jax.random.normal(k_start, (n,), flat.dtype)
-    tri = tridiagonalize(flat_matvec, v0, order, k_restart)
+    v0 = jax.random.normal(k_start, (n,), flat.dtype) if start is None else start
+    tri = tridiagonalize(flat_matvec, v0.astype(flat.dtype), order, k_restart)
     theta, y, res = ritz(tri)
     idx = jnp.arange(order - 1, order - 1 - k, -1) if which == "largest" else jnp.arange(k)
     values, res = theta[idx], res[idx]

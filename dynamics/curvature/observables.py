@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics.curvature import density, lanczos, operators, trace
+from dynamics.curvature import blocks, density, lanczos, operators, trace
 from dynamics.observables import Observable
 
 
@@ -42,13 +42,31 @@ def _need_rows(owner, value):
         _need_int(owner, "rows_per_pass", value, 1)
 
 
-def _top(ctx, matvec, k, iterations, key):
-    eig = lanczos.eigenpairs(matvec, ctx.params, key, k=k, order=iterations)
-    return eig.values.astype(jax.tree.leaves(ctx.params)[0].dtype)
+def _dtype(ctx):
+    return jax.tree.leaves(ctx.params)[0].dtype
+
+
+def _top(ctx, matvec, k, iterations, key, like=None):
+    like = ctx.params if like is None else like
+    eig = lanczos.eigenpairs(matvec, like, key, k=k, order=iterations)
+    return eig.values.astype(_dtype(ctx))
+
+
+class _HessianMeasure:
+    """An observable of the training-loss Hessian written once as ``measure(ctx, matvec,
+    like, key) -> values`` for the operator ``matvec`` on tangents shaped like ``like``:
+    the whole Hessian (``__call__``) or a diagonal block of it (``Block*``)."""
+
+    def measure(self, ctx, matvec, like, key) -> dict:
+        raise NotImplementedError
+
+    def __call__(self, ctx):
+        matvec = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
+        return self.measure(ctx, matvec, ctx.params, ctx.key)
 
 
 @dataclasses.dataclass(frozen=True)
-class Sharpness(Observable):
+class Sharpness(_HessianMeasure, Observable):
     """``sharpness``: the largest eigenvalue of the full-batch Hessian of the training
     loss, by ``iterations`` Lanczos steps (Cohen, Kaur, Li, Kolter & Talwalkar 2021,
     "Gradient descent on neural networks typically occurs at the edge of stability")."""
@@ -61,16 +79,15 @@ class Sharpness(Observable):
     }
 
     def __post_init__(self):
-        _need_int("Sharpness", "iterations", self.iterations, 1)
-        _need_rows("Sharpness", self.rows_per_pass)
+        _need_int(type(self).__name__, "iterations", self.iterations, 1)
+        _need_rows(type(self).__name__, self.rows_per_pass)
 
-    def __call__(self, ctx):
-        matvec = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
-        return {"sharpness": _top(ctx, matvec, 1, self.iterations, ctx.key)[0]}
+    def measure(self, ctx, matvec, like, key):
+        return {"sharpness": _top(ctx, matvec, 1, self.iterations, key, like)[0]}
 
 
 @dataclasses.dataclass(frozen=True)
-class TopEigenvalues(Observable):
+class TopEigenvalues(_HessianMeasure, Observable):
     """``top_eigenvalues`` (dim ``eigen_index``): the ``k`` largest Hessian eigenvalues,
     descending, by ``iterations`` Lanczos steps."""
 
@@ -85,20 +102,24 @@ class TopEigenvalues(Observable):
     }
 
     def __post_init__(self):
-        _need_int("TopEigenvalues", "k", self.k, 1)
-        _need_int("TopEigenvalues", "iterations", self.iterations, self.k)
-        _need_rows("TopEigenvalues", self.rows_per_pass)
+        _need_int(type(self).__name__, "k", self.k, 1)
+        _need_int(type(self).__name__, "iterations", self.iterations, self.k)
+        _need_rows(type(self).__name__, self.rows_per_pass)
 
-    def __call__(self, ctx):
-        matvec = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
-        return {"top_eigenvalues": _top(ctx, matvec, self.k, self.iterations, ctx.key)}
+    def measure(self, ctx, matvec, like, key):
+        # a block of fewer than k parameters has fewer eigenvalues: NaN for the rest
+        n = sum(leaf.size for leaf in jax.tree.leaves(like))
+        k = min(self.k, n)
+        values = _top(ctx, matvec, k, self.iterations, key, like)
+        return {"top_eigenvalues": jnp.concatenate(
+            [values, jnp.full((self.k - k,), jnp.nan, values.dtype)])}
 
     def coords(self):
         return {"eigen_index": np.arange(self.k)}
 
 
 @dataclasses.dataclass(frozen=True)
-class HessianTrace(Observable):
+class HessianTrace(_HessianMeasure, Observable):
     """``hessian_trace`` and ``hessian_trace_stderr``: Hutchinson's estimate of the
     Hessian's trace from ``samples`` Rademacher probes, or Hutch++ with ``method =
     "hutch++"`` (``samples`` then a multiple of 3); see ``curvature.trace``."""
@@ -124,16 +145,14 @@ class HessianTrace(Observable):
                 f"HessianTrace.samples must be a multiple of 3 and >= 6 for hutch++, "
                 f"got {self.samples!r}"
             )
-        _need_int("HessianTrace", "samples", self.samples, 2)
-        _need_rows("HessianTrace", self.rows_per_pass)
+        _need_int(type(self).__name__, "samples", self.samples, 2)
+        _need_rows(type(self).__name__, self.rows_per_pass)
 
-    def __call__(self, ctx):
-        matvec = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
+    def measure(self, ctx, matvec, like, key):
         estimator = trace.hutchinson if self.method == "hutchinson" else trace.hutch_plus_plus
-        est = estimator(matvec, ctx.params, ctx.key, samples=self.samples)
-        dtype = jax.tree.leaves(ctx.params)[0].dtype
-        return {"hessian_trace": est.estimate.astype(dtype),
-                "hessian_trace_stderr": est.stderr.astype(dtype)}
+        est = estimator(matvec, like, key, samples=self.samples)
+        return {"hessian_trace": est.estimate.astype(_dtype(ctx)),
+                "hessian_trace_stderr": est.stderr.astype(_dtype(ctx))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +210,7 @@ class GGNSharpness(Observable):
 
 
 @dataclasses.dataclass(frozen=True)
-class SpectralDensity(Observable):
+class SpectralDensity(_HessianMeasure, Observable):
     """``spectral_density`` (dim ``eigenvalue``, the grid ``linspace(lo, hi, points)`` as
     coordinate): the Hessian's spectral density by stochastic Lanczos quadrature with
     ``probes`` starts of ``iterations`` steps, each node broadened by a Gaussian of
@@ -220,14 +239,14 @@ class SpectralDensity(Observable):
             raise ValueError(
                 f"SpectralDensity needs finite lo < hi, got lo={self.lo!r}, hi={self.hi!r}"
             )
-        _need_int("SpectralDensity", "points", self.points, 2)
+        _need_int(type(self).__name__, "points", self.points, 2)
         if not (np.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(
                 f"SpectralDensity.sigma must be > 0 (a standard deviation), got {self.sigma!r}"
             )
-        _need_int("SpectralDensity", "probes", self.probes, 1)
-        _need_int("SpectralDensity", "iterations", self.iterations, 1)
-        _need_rows("SpectralDensity", self.rows_per_pass)
+        _need_int(type(self).__name__, "probes", self.probes, 1)
+        _need_int(type(self).__name__, "iterations", self.iterations, 1)
+        _need_rows(type(self).__name__, self.rows_per_pass)
 
     def grid(self) -> np.ndarray:
         return np.linspace(self.lo, self.hi, self.points)
@@ -235,9 +254,187 @@ class SpectralDensity(Observable):
     def coords(self):
         return {"eigenvalue": self.grid()}
 
-    def __call__(self, ctx):
-        matvec = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
-        quad = density.slq(matvec, ctx.params, ctx.key, probes=self.probes,
-                           order=self.iterations)
+    def measure(self, ctx, matvec, like, key):
+        quad = density.slq(matvec, like, key, probes=self.probes, order=self.iterations)
         values = density.broadened_density(quad, self.grid(), self.sigma)
-        return {"spectral_density": values.astype(jax.tree.leaves(ctx.params)[0].dtype)}
+        return {"spectral_density": values.astype(_dtype(ctx))}
+
+
+# -- per-block curvature ---------------------------------------------------------------
+
+_BLOCK_HESSIAN = ("the diagonal block ∇²_θB L_train of the Hessian of the full-batch training "
+                  "loss train_loss, for the parameters θ_B of the block (its leaves, "
+                  "curvature.blocks; the other parameters held fixed)")
+_BLOCK = ("parameter block", "the path of a subtree of the parameters (keys joined by '/'; "
+          "a layer such as '0' of td.MLP or 'Dense_0' of a flax model, or a single leaf)")
+
+
+def _per_block(base, variables):
+    """``(dims, descriptions)`` of the ``block_`` variables of ``base``'s ``variables``."""
+    dims = {f"block_{v}": ("block", *base.dims.get(v, ())) for v in variables}
+    descriptions = {"block": _BLOCK}
+    for name, (long_name, definition) in base.descriptions.items():
+        definition = definition.replace(_HESSIAN, _BLOCK_HESSIAN)
+        if name in variables:
+            for v in variables:
+                definition = definition.replace(v, f"block_{v}")
+            name, long_name = f"block_{name}", f"{long_name} of each parameter block"
+        descriptions[name] = (long_name, definition)
+    return dims, descriptions
+
+
+@dataclasses.dataclass(frozen=True)
+class _PerBlock:
+    """The observable of its base class for the diagonal block of the Hessian of each
+    named block (``blocks``: names of ``curvature.blocks``, default every layer),
+    stacked along the dimension ``block`` (its coordinate: the names). The names are
+    checked against the model's parameters when the ``Spec`` is built (``bind``), before
+    anything compiles; an unknown name is refused with the list of available ones. Each
+    block draws its random vectors from ``fold_in(ctx.key, its index)``."""
+
+    blocks: tuple | str | None = None
+    resolved: tuple | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        blocks = (self.blocks,) if isinstance(self.blocks, str) else self.blocks
+        if blocks is not None:
+            blocks = tuple(blocks)
+            if not all(isinstance(b, str) for b in blocks):
+                raise ValueError(f"{type(self).__name__}.blocks must be block names "
+                                 f"(strings) or None (every layer), got {self.blocks!r}")
+        object.__setattr__(self, "blocks", blocks)
+
+    def names(self, params) -> tuple[str, ...]:
+        """The blocks measured for parameters (or their shapes) ``params``."""
+        if self.blocks is None:
+            return blocks.layer_names(params)
+        return blocks.check_names(params, self.blocks)
+
+    def bind(self, spec):
+        return dataclasses.replace(self, resolved=self.names(spec.param_shapes()))
+
+    def coords(self):
+        out = dict(super().coords())
+        if self.resolved is not None:
+            out["block"] = np.asarray(self.resolved, dtype=str)
+        return out
+
+    def __call__(self, ctx):
+        names = self.resolved if self.resolved is not None else self.names(ctx.params)
+        per = []
+        for i, name in enumerate(names):
+            matvec = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass,
+                                            block=name)
+            per.append(self.measure(ctx, matvec, blocks.block_leaves(ctx.params, name),
+                                    jax.random.fold_in(ctx.key, i)))
+        return {f"block_{k}": jnp.stack([values[k] for values in per]) for k in per[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSharpness(_PerBlock, Sharpness):
+    """``block_sharpness`` (dim ``block``): the largest eigenvalue of each block's
+    diagonal Hessian block (``Sharpness`` per block; ``iterations`` capped at the block's
+    number of parameters)."""
+
+    dims, descriptions = _per_block(Sharpness, ("sharpness",))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockTopEigenvalues(_PerBlock, TopEigenvalues):
+    """``block_top_eigenvalues`` (dims ``block``, ``eigen_index``): the ``k`` largest
+    eigenvalues of each block's diagonal Hessian block, descending (NaN beyond the size
+    of a block with fewer than ``k`` parameters)."""
+
+    dims, descriptions = _per_block(TopEigenvalues, ("top_eigenvalues",))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockHessianTrace(_PerBlock, HessianTrace):
+    """``block_hessian_trace`` and ``block_hessian_trace_stderr`` (dim ``block``): the
+    trace of each block's diagonal Hessian block (``HessianTrace`` per block); the
+    traces of blocks that partition the parameters add up to the trace of the Hessian."""
+
+    dims, descriptions = _per_block(HessianTrace, ("hessian_trace", "hessian_trace_stderr"))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpectralDensity(_PerBlock, SpectralDensity):
+    """``block_spectral_density`` (dims ``block``, ``eigenvalue``): the spectral density
+    of each block's diagonal Hessian block (``SpectralDensity`` per block, each
+    normalised to integrate to 1)."""
+
+    dims, descriptions = _per_block(SpectralDensity, ("spectral_density",))
+
+
+# -- curvature seen by an adaptive optimizer -------------------------------------------
+
+
+def diagonal_preconditioner(ctx, owner: str):
+    """The optimizer's current diagonal preconditioner ``P`` (a pytree like the
+    parameters, read from ``ctx.opt_state`` through ``Optimizer.preconditioner``), or
+    ``None`` for an SGD-like optimizer (``P = I``); a ``ValueError`` for any other."""
+    optimizer = ctx.optimizer
+    p = None if optimizer is None else optimizer.preconditioner(ctx.opt_state)
+    if p is None and (optimizer is None or optimizer.family != "sgd"):
+        name = getattr(optimizer, "name", None)
+        family = getattr(optimizer, "family", None)
+        raise ValueError(
+            f"{owner} needs the diagonal preconditioner of an Adam-like optimizer (a "
+            f"second moment, optax.ScaleByAdamState) or an SGD-like one (P = I); optimizer "
+            f"{name!r} (family={family!r}) has neither (sign-based methods such as lion "
+            "have no diagonal preconditioner; declare from_optax(..., family='sgd') for an "
+            "SGD-like optimizer of unknown family)")
+    return p
+
+
+@dataclasses.dataclass(frozen=True)
+class PreconditionedSharpness(Observable):
+    r"""``preconditioned_sharpness``: ``lambda_max(P^-1 H)``, the largest eigenvalue of
+    the training-loss Hessian ``H`` preconditioned by the optimizer's current diagonal
+    preconditioner ``P`` (Cohen et al. 2022, "Adaptive gradient methods at the edge of
+    stability", Sec. 2: full-batch Adam trains where it equilibrates at
+    ``(2 + 2 beta1) / ((1 - beta1) eta)``, ``38/eta`` for ``beta1 = 0.9``). For Adam ``P =
+    diag(sqrt(nu_t / (1 - b2^t)) + eps)`` from the run's optimizer state
+    (``dynamics.optimizers.preconditioner``). ``P^-1 H`` is similar to the symmetric
+    ``P^-1/2 H P^-1/2``, whose top eigenvalue Lanczos computes from the products
+    ``v -> P^-1/2 H (P^-1/2 v)``. For an SGD-like optimizer ``P = I`` and it is the
+    ``sharpness``; an optimizer with neither (Lion, signSGD, Adafactor, ...) is
+    refused."""
+
+    iterations: int = 20
+    rows_per_pass: int | None = None
+    descriptions: ClassVar = {
+        "preconditioned_sharpness": (
+            "preconditioned sharpness",
+            f"largest eigenvalue of P⁻¹H (= of P^-1/2 H P^-1/2), H {_HESSIAN} and P the "
+            "optimizer's current diagonal preconditioner, for Adam diag(sqrt(ν_t/(1-β2^t)) + "
+            "ε) (Cohen et al. 2022); P = I for SGD-like optimizers; by `iterations` Lanczos "
+            "steps"),
+    }
+
+    def __post_init__(self):
+        _need_int(type(self).__name__, "iterations", self.iterations, 1)
+        _need_rows(type(self).__name__, self.rows_per_pass)
+
+    def bind(self, spec):
+        if spec.optimizer.family not in ("sgd", "adam"):
+            raise ValueError(
+                f"PreconditionedSharpness needs an SGD-like or Adam-like optimizer; "
+                f"{spec.optimizer.name!r} has family={spec.optimizer.family!r} (unknown): "
+                "declare it, from_optax(..., family='sgd' or 'adam')")
+        return self
+
+    def __call__(self, ctx):
+        hvp = operators.from_context(ctx, "hessian", rows_per_pass=self.rows_per_pass)
+        p = diagonal_preconditioner(ctx, type(self).__name__)
+        if p is None:
+            matvec = hvp
+        else:
+            scale = jax.tree.map(jax.lax.rsqrt, p)
+
+            def matvec(v):
+                scaled = hvp(jax.tree.map(jnp.multiply, scale, v))
+                return jax.tree.map(jnp.multiply, scale, scaled)
+
+        return {"preconditioned_sharpness": _top(ctx, matvec, 1, self.iterations, ctx.key)[0]}

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from dynamics import losses
+from dynamics.curvature import blocks
 
 KINDS = ("hessian", "ggn", "fisher")
 
@@ -134,17 +135,24 @@ def training_matvec(
     return matvec
 
 
-def from_context(ctx, kind: str = "hessian", *, rows=None, rows_per_pass: int | None = None):
+def from_context(ctx, kind: str = "hessian", *, rows=None, rows_per_pass: int | None = None,
+                 block: str | None = None):
     """The operator of the training loss of an observable's ``Context``: the loss
     ``ctx.loss(ctx.outputs(params, "train", rows), ctx.data["y_train"][rows])`` at
     ``ctx.params`` (the very loss the loop trains, with its output scale, centering and
-    label noise)."""
+    label noise). With ``block`` (a name of ``curvature.blocks``), the diagonal block of
+    that operator for the block's parameters, the others held fixed: a product on
+    tangents shaped like ``blocks.block_leaves(ctx.params, block)``."""
+    outputs, params = (lambda p, r: ctx.outputs(p, "train", r)), ctx.params
+    if block is not None:
+        outputs = blocks.restrict(outputs, ctx.params, block)
+        params = blocks.block_leaves(ctx.params, block)
     return training_matvec(
         kind,
-        lambda p, r: ctx.outputs(p, "train", r),
+        outputs,
         ctx.loss,
         ctx.data["y_train"],
-        ctx.params,
+        params,
         rows=rows,
         rows_per_pass=rows_per_pass,
     )
