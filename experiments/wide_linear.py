@@ -53,9 +53,9 @@ PRESETS = {
 }
 
 # Running times (SECONDS, see experiments/__init__.py): quick: 47 s, measured on 2 shared
-# cores; full: not measured (it ran out of memory on a 23 GB machine: 34 GB for the
-# empirical NTK at width 2048).
-SECONDS = {"quick": 50, "full": None}
+# cores; full: 905 s on 2 cores shared with other jobs (it ran out of memory, 34 GB, while
+# the empirical NTKs of every seed were computed at once).
+SECONDS = {"quick": 50, "full": 905}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,11 @@ class Outputs(Observable):
     def __call__(self, ctx):
         return {"train_outputs": ctx.outputs(ctx.params, "train"),
                 "test_outputs": ctx.outputs(ctx.params, "test")}
+
+
+# Examples per block of the empirical NTK: a block's Jacobian at width 2048, depth 2 is
+# NTK_BATCH x 4.2M parameters (0.5 GB in float32).
+NTK_BATCH = 32
 
 
 def make_spec(depth, n_train, n_test, steps, log_every, lr, width=64) -> td.Spec:
@@ -90,7 +95,7 @@ def linearized_predictions(spec: td.Spec, params0, seeds) -> xr.Dataset:
     """``kernels.predict_linearized(spec, seed)`` for every seed at once: the empirical NTKs
     (full output block, learning-rate multipliers included) at the initial parameters
     ``params0`` (leaves with a leading seed axis, as ``dynamics.sweep`` returns them) in
-    one compiled program, then ``kernels.predict`` per seed (centred: ``f_0 = 0``)."""
+    one compiled program (seed after seed, in blocks of examples), then ``kernels.predict`` per seed (centred: ``f_0 = 0``)."""
     model, task = spec.model, spec.task
     x, xt = jnp.asarray(task.x_train), jnp.asarray(task.x_test)
     hp = {k: jnp.asarray(v, x.dtype) for k, v in spec.hparams().items()}
@@ -100,10 +105,12 @@ def linearized_predictions(spec: td.Spec, params0, seeds) -> xr.Dataset:
             return td.models.apply_scaled(model, p, xx, hp)
 
         mult = model.lr_multipliers(p0, hp)
-        return (kernels.empirical_ntk(f, p0, x, method="jacobian", lr_multipliers=mult),
-                kernels.empirical_ntk(f, p0, xt, x, method="jacobian", lr_multipliers=mult))
+        kw = dict(method="jacobian", lr_multipliers=mult, batch_size=NTK_BATCH)
+        return (kernels.empirical_ntk(f, p0, x, **kw), kernels.empirical_ntk(f, p0, xt, x, **kw))
 
-    k, kt = jax.jit(jax.vmap(ntks))(params0)
+    # One seed after another (lax.map), in blocks of NTK_BATCH examples: the Jacobians of
+    # all seeds and examples at once took 34 GB at width 2048 (full preset).
+    k, kt = jax.jit(lambda p: jax.lax.map(ntks, p))(params0)
     steps = np.arange(spec.n_logs + 1) * spec.log_every
     lr = float(spec.hparams()["lr"])
     return xr.concat([kernels.predict(np.asarray(k[i]), np.asarray(task.y_train), lr=lr,

@@ -45,7 +45,8 @@ def test_layerwise_ntk_refuses_models_without_bias():
 
 @pytest.mark.slow  # heavier (a compile per width); CI runs it
 def test_batched_linearized_predictions_equal_the_library_per_seed():
-    """``wide_linear.linearized_predictions`` (all seeds in one program) against
+    """``wide_linear.linearized_predictions`` (all seeds in one program, seed after seed in
+    blocks of examples) against
     ``kernels.predict_linearized`` (one seed): the same kernels and the same ``predict``,
     so equal to float32 rounding of the kernel (1e-5 of the outputs' scale)."""
     spec = wide_linear.make_spec(depth=1, n_train=8, n_test=6, steps=20, log_every=5, lr=0.4,
