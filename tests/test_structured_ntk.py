@@ -105,7 +105,8 @@ def test_linen_cnn_with_layer_norm_equals_jacrev():
 
 
 def test_tied_and_unrecognised_parameters_fall_back():
-    """A weight as the left operand and one shared over two positions are structured; a
+    """A weight as the left operand, one shared over two positions and one inside a jitted
+    call are structured; a
     weight used twice (tied), one scaled before its product and one inside a ``lax.scan``
     are not: they take the Jacobian path, exactly."""
 
@@ -115,7 +116,7 @@ def test_tied_and_unrecognised_parameters_fall_back():
         h = jnp.sin(h @ (2.0 * p["scaled"]))
         h = jnp.cos(h.reshape(-1, 2, 3) @ p["pos"]).reshape(-1, 6)
         h = jax.lax.scan(lambda c, _: (jnp.tanh(c @ p["looped"]), None), h, None, length=2)[0]
-        return h @ p["out"]
+        return jax.jit(jnp.matmul)(h, p["out"])  # a layer inside a jitted call
 
     with jax.enable_x64(True):
         shapes = {"a_left": (7, 5), "looped": (6, 6), "out": (6, 2), "pos": (3, 3),
