@@ -252,7 +252,6 @@ class Structure:
     jaxpr: object
     layers: tuple
     fallback: tuple
-    n_leaves: int
 
 
 def analyse(apply_fn, params, x) -> Structure:
@@ -267,7 +266,7 @@ def analyse(apply_fn, params, x) -> Structure:
                    for c in candidates if uses.get(c.leaf) == 1)
     done = {c.leaf for c in layers} | {c.bias for c in layers if c.bias is not None}
     fallback = tuple(i for i in range(n_leaves) if i not in done and uses.get(i, 0) > 0)
-    return Structure(closed, layers, fallback, n_leaves)
+    return Structure(closed, layers, fallback)
 
 
 # -- evaluating with perturbed layer outputs ------------------------------------------------------
