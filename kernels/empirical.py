@@ -22,7 +22,7 @@ Finite Width Neural Tangent Kernel", Sec. 3 and Table 1):
   basis cotangents ``v`` (a ``vjp`` at ``x2`` then a ``jvp`` at ``x1``), never forming a
   per-example Jacobian. Time ``~ n2 O (n1 + n2) [FP]``, memory ``~ n2 O P``.
 
-* ``"structured"`` (structured derivatives, Sec. 4; ``kernels.structured``): each dense or
+* ``"structured"`` (structured derivatives, Sec. 3.3; ``kernels.structured``): each dense or
   convolutional layer's share as a contraction of the Gram matrix of its inputs with that
   of its back-propagated cotangents, never a Jacobian; other parameters by the Jacobian
   contraction of that parameter alone. Time ``~ (n1 + n2) O [FP] + n1 n2 O^2 sum_l

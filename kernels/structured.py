@@ -1,12 +1,12 @@
 r"""The empirical NTK by structured derivatives (Novak, Sohl-Dickstein & Schoenholz 2022,
-"Fast Finite Width Neural Tangent Kernel", Sec. 4 and Table 1).
+"Fast Finite Width Neural Tangent Kernel", Sec. 3.3 and Table 1).
 
 A parameter ``W`` that enters the network through one linear layer ``y = x W`` reaches
 the outputs only through ``y``, so its Jacobian factors as ``df_a/dW = x^T delta^a`` with
 ``delta^a = df_a/dy`` the cotangent back-propagated to the layer's output. Its share of
 the kernel is then a contraction of two small Gram matrices, never the Jacobian
-(Novak et al. 2022, Sec. 4.1, the rule for ``dot_general``, and eq. 5 for the sum over
-layers):
+(Novak et al. 2022, Sec. 3.3, the structure of a dense layer's Jacobian; the kernel is the
+sum of such terms over the parameters):
 
 .. math::
 
@@ -16,8 +16,8 @@ layers):
 where ``l, m`` run over the dimensions that share the weight inside one example (positions,
 tokens; one term for a plain dense layer) and ``(x . x')`` contracts the layer's input
 features, ``(delta . delta')`` its output features. A convolution is the same rule with
-``x_{i,l}`` the input patch under output position ``l`` (Sec. 4.1, ``conv_general_dilated``
-as a ``dot_general`` of patches). When the sharing dimensions are large the other order
+``x_{i,l}`` the input patch under output position ``l`` (Sec. 3.3, a convolution as a
+dense layer applied to patches). When the sharing dimensions are large the other order
 is cheaper: first the per-example weight Jacobian ``sum_l x_{i,l}^T delta^a_{i,l}``, then
 its contraction (the rule's "Jacobian first" order); each layer takes the cheaper order
 by the FLOP counts of Table 1.
@@ -28,10 +28,12 @@ use is one ``dot_general`` or ``conv_general_dilated`` (calls to jitted function
 inlined). The interpreter then evaluates the jaxpr with a zero perturbation ``eps`` added to
 each structured layer's output, records each layer's input, and takes the derivatives of
 the outputs with respect to the perturbations (the cotangents ``delta``) and to every other
-parameter in one reverse pass per output. Every other parameter (biases, norm gains,
-weights used twice or through another operation, the parameters of a program it does not
-recognise) contributes by the Jacobian contraction of that parameter alone, so the kernel
-is exact whatever the model.
+parameter in one reverse pass per output. A bias added to a layer's output (after scalar
+multipliers such as a parametrization's) joins that layer as one more input feature
+(``Layer``). Every other parameter (norm gains, other biases, weights used twice or
+through another operation, the parameters of a program it does not recognise) contributes
+by the Jacobian contraction of that parameter alone, so the kernel is exact whatever the
+model.
 
 Costs (multiply-adds, ``n1 + n2`` examples, ``O`` outputs, a layer with ``C`` input and ``R``
 output features shared over ``L`` positions): the cotangents ``(n1 + n2) O [FP]``; a layer
@@ -136,7 +138,7 @@ def _with_bias(jaxpr, k, layer, tracked, path):
     """The affine layer ``c (x W) + s b`` when the dot's output reaches an ``add`` only
     through scalar multiplications, and the other operand of that ``add`` is a parameter
     ``b`` only reshaped, broadcast and scaled by scalars, laid along the layer's output
-    features and broadcast over its positions (Novak et al. 2022, Sec. 4.1: the Jacobian
+    features and broadcast over its positions (Novak et al. 2022, Sec. 3.3: the Jacobian
     of ``add`` is the identity, that of a scalar ``mul`` a multiple of it, that of a
     broadcast a sum over the broadcast axes). Otherwise the layer as it is."""
     if layer.sizes[0] != 1:

@@ -90,7 +90,7 @@ def test_cost_model_picks_the_cheaper_method():
     """Novak et al. (2022), Table 1: the contraction term n^2 O^2 P of the Jacobian method
     beats NTK-vector products' n^2 O [FP] once O P > [FP]: for a dense net ([FP] ~ 2P)
     the Jacobian wins with one output or with the trace, NTK-vector products with 16
-    outputs and the full output block. Structured derivatives (Sec. 4) undercut both on a
+    outputs and the full output block. Structured derivatives (Sec. 3.3) undercut both on a
     dense network, so ``auto`` takes them (tests/test_structured_ntk.py)."""
     with jax.enable_x64(True):
         x = jnp.ones((8, 16))
