@@ -5,8 +5,10 @@ For the issue's dense MLP (erf, NTK parametrization, biases) on ``n`` random inp
 once a method has spent ``budget_s`` seconds in timed runs):
 
 * the time of ``kernels.empirical_ntk`` for each method (``jacobian``, ``ntvp``,
-  ``structured``) and for ``auto`` (with the cost model's estimates and choice), and the
-  peak temporary memory of each compiled program (XLA's ``memory_analysis``);
+  ``structured``) and for ``auto`` (with the cost model's estimates and choice), the
+  peak temporary memory of each compiled program (XLA's ``memory_analysis``) and each
+  block's largest difference from the Jacobian contraction's, relative to its largest
+  entry;
 * neural-tangents' ``empirical_ntk_fn`` on the same network and inputs for each of its
   implementations (Jacobian contraction, NTK-vector products, structured derivatives and
   its own auto), with ``vmap_axes=0`` and jitted as its documentation recommends, run in a
@@ -122,13 +124,18 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     def f(p, xx):
         return model.apply(p, xx)
 
-    ours = {}
+    ours, blocks = {}, {}
     for method in ("jacobian", "ntvp", "structured", "auto"):
         fn = jax.jit(lambda p, xx, m=method: kernels.empirical_ntk(f, p, xx, method=m))
         compiled = fn.lower(params, x).compile()
         ours[method] = {"seconds": _best(lambda: compiled(params, x), cfg["repeats"],
                                          cfg["budget_s"]),
                         "temp_bytes": _temp_bytes(compiled)}
+        blocks[method] = np.asarray(compiled(params, x))
+    scale = np.max(np.abs(blocks["jacobian"]))
+    for method in ours:  # float32 agreement with the Jacobian contraction
+        ours[method]["max_abs_diff_over_max_vs_jacobian"] = float(
+            np.max(np.abs(blocks[method] - blocks["jacobian"])) / scale)
     cost = kernels.ntk_cost(f, params, x)
     methods = ("jacobian", "ntvp", "structured")
     best_ours = min(methods, key=lambda m: ours[m]["seconds"])
