@@ -1,8 +1,9 @@
 """Function-space theory for the networks traindyn simulates.
 
 * ``empirical_ntk`` / ``empirical_nngp`` (``kernels.empirical``): finite-width kernels of
-  any pure ``apply(params, x)`` by Jacobian contraction or NTK-vector products, chosen by
-  a cost model; batched over data, vmappable over runs.
+  any pure ``apply(params, x)`` by Jacobian contraction, NTK-vector products or structured
+  derivatives (``kernels.structured``), chosen by a cost model; batched over data,
+  vmappable over runs.
 * ``nngp`` / ``ntk`` (``kernels.infinite``, duals in ``kernels.activation_duals``):
   infinite-width kernels of the same ``dynamics.MLP`` the simulator trains.
 * ``predict`` (``kernels.predict``): kernel-regression dynamics under gradient flow and
@@ -15,7 +16,7 @@
   its order parameters as Datasets and as an observable of finite networks.
 """
 
-from kernels import activation_duals, dmft
+from kernels import activation_duals, dmft, structured
 from kernels.empirical import (
     empirical_nngp,
     empirical_ntk,
@@ -44,4 +45,5 @@ __all__ = [
     "predict",
     "predict_infinite",
     "predict_linearized",
+    "structured",
 ]

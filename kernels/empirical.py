@@ -11,7 +11,7 @@ The empirical NTK of a network ``f(theta, x) in R^O`` at parameters ``theta`` is
 (Jacot, Gabriel & Hongler 2018, eq. 2). ``empirical_ntk`` returns the full output block
 ``(n1, n2, O, O)`` or, with ``trace=True``, the mean over the output diagonal
 ``(1/O) sum_a Theta_aa`` of shape ``(n1, n2)``, whose width -> infinity limit is
-``kernels.ntk``. Two exact methods (Novak, Sohl-Dickstein & Schoenholz 2022, "Fast
+``kernels.ntk``. Three exact methods (Novak, Sohl-Dickstein & Schoenholz 2022, "Fast
 Finite Width Neural Tangent Kernel", Sec. 3 and Table 1):
 
 * ``"jacobian"`` (Jacobian contraction): per-example Jacobians ``J(x)`` of shape
@@ -22,12 +22,19 @@ Finite Width Neural Tangent Kernel", Sec. 3 and Table 1):
   basis cotangents ``v`` (a ``vjp`` at ``x2`` then a ``jvp`` at ``x1``), never forming a
   per-example Jacobian. Time ``~ n2 O (n1 + n2) [FP]``, memory ``~ n2 O P``.
 
+* ``"structured"`` (structured derivatives, Sec. 3.3; ``kernels.structured``): each dense or
+  convolutional layer's share as a contraction of the Gram matrix of its inputs with that
+  of its back-propagated cotangents, never a Jacobian; other parameters by the Jacobian
+  contraction of that parameter alone. Time ``~ (n1 + n2) O [FP] + n1 n2 O^2 sum_l
+  (C_l + R_l)`` for dense layers of ``C_l`` inputs and ``R_l`` outputs.
+
 ``[FP]`` is the cost of one example's forward pass and ``P`` the number of parameters.
 ``"auto"`` evaluates this cost model (``ntk_cost``; ``[FP]`` from XLA's cost analysis of
-the lowered forward pass, no compile) and takes the cheaper method. The contraction term
-``n^2 O^2 P`` makes NTK-vector products cheaper once ``O P > [FP]``: for a dense network
-(``[FP] ~ 2P``) the Jacobian contraction wins with one output or with ``trace`` and NTK-
-vector products win for the full block of a few outputs or more.
+the lowered forward pass, no compile) and takes the cheapest method. The contraction term
+``n^2 O^2 P`` makes NTK-vector products cheaper than the Jacobian once ``O P > [FP]``: for
+a dense network (``[FP] ~ 2P``) the Jacobian contraction wins with one output or with
+``trace`` and NTK-vector products win for the full block of a few outputs or more; the
+structured derivatives of a network of dense layers undercut both.
 
 ``batch_size`` splits ``x1`` and ``x2`` into blocks of that many rows (padded to a whole
 number of blocks, so one compile per shape) and assembles the kernel block by block under
@@ -54,7 +61,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-METHODS = ("auto", "jacobian", "ntvp")
+METHODS = ("auto", "jacobian", "ntvp", "structured")
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -94,20 +101,27 @@ def _example_jacobians(apply_fn, params, x):
     return jax.vmap(one)(x)
 
 
-def _jacobian_block(apply_fn, params, x1, x2, trace, mult):
-    j1 = _example_jacobians(apply_fn, params, x1)
-    j2 = j1 if x2 is None else _example_jacobians(apply_fn, params, x2)
-    mults = jax.tree.leaves(mult) if mult is not None else None
+def contract_jacobians(j1, j2, trace, mults=None, layout="ijab"):
+    """``sum_p c_p J_p(x1) J_p(x2)^T`` over lists of per-example Jacobian leaves
+    ``(n, O, *leaf)``: ``(n1, n2, O, O)`` (``(n1, O, n2, O)`` with ``layout="iajb"``), or
+    ``(n1, n2)`` with ``trace``; ``mults`` the per-leaf factors ``c_p`` or None."""
     out = 0.0
-    for i, (a, b) in enumerate(zip(jax.tree.leaves(j1), jax.tree.leaves(j2))):
+    for i, (a, b) in enumerate(zip(j1, j2)):
         a = a.reshape(a.shape[:2] + (-1,))
         b = b.reshape(b.shape[:2] + (-1,))
         if trace:
             term = jnp.einsum("iap,jap->ij", a, b) / a.shape[1]
         else:
-            term = jnp.einsum("iap,jbp->ijab", a, b)
+            term = jnp.einsum(f"iap,jbp->{layout}", a, b)
         out = out + (term if mults is None else mults[i] * term)
     return out
+
+
+def _jacobian_block(apply_fn, params, x1, x2, trace, mult):
+    j1 = _example_jacobians(apply_fn, params, x1)
+    j2 = j1 if x2 is None else _example_jacobians(apply_fn, params, x2)
+    mults = jax.tree.leaves(mult) if mult is not None else None
+    return contract_jacobians(jax.tree.leaves(j1), jax.tree.leaves(j2), trace, mults)
 
 
 def _ntvp_block(apply_fn, params, x1, x2, trace, mult):
@@ -153,7 +167,8 @@ def forward_flops(apply_fn, params, x) -> float:
 
 def ntk_cost(apply_fn, params, x1, x2=None, *, trace=False) -> dict[str, Any]:
     """The cost model of ``"auto"`` (Novak, Sohl-Dickstein & Schoenholz 2022, Table 1):
-    estimated FLOPs of each method and the one chosen. A backward pass costs about two
+    estimated FLOPs of each method (``kernels.structured.structured_flops`` for structured
+    derivatives) and the one chosen. A backward pass costs about two
     forward passes, a jvp about one more, and a multiply-add two FLOPs."""
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
@@ -163,7 +178,10 @@ def ntk_cost(apply_fn, params, x1, x2=None, *, trace=False) -> dict[str, Any]:
     n_jac = n1 + (0 if x2 is None else n2)
     jacobian = n_jac * out * 3 * fp + 2 * n1 * n2 * out * (1 if trace else out) * n_params
     ntvp = n2 * out * (3 * n2 * fp + 2 * n1 * fp)
-    costs = {"jacobian": float(jacobian), "ntvp": float(ntvp)}
+    from kernels.structured import structured_flops
+
+    costs = {"jacobian": float(jacobian), "ntvp": float(ntvp),
+             "structured": structured_flops(apply_fn, params, x1, x2, trace, fp)}
     return {
         "n1": n1, "n2": n2, "outputs": out, "parameters": n_params, "forward_flops": fp,
         "flops": costs, "choice": min(costs, key=costs.get),
@@ -223,7 +241,10 @@ def empirical_ntk(
     if method == "auto":
         method = ntk_cost(apply_fn, params, x1, x2, trace=trace)["choice"]
     mult = _multipliers(lr_multipliers, params)
-    block = _jacobian_block if method == "jacobian" else _ntvp_block
+    from kernels.structured import structured_block
+
+    block = {"jacobian": _jacobian_block, "ntvp": _ntvp_block,
+             "structured": structured_block}[method]
 
     def fn(a, b):
         return block(apply_fn, params, a, b, trace, mult)

@@ -20,7 +20,9 @@ parameters, and reports
 Everything is pure and batched over the runs of a sweep; under ``every > 1`` the loop
 evaluates it only at its own stride. ``K_0`` is recomputed at each evaluation (the loop
 carries no observable state), which doubles the cost; ``traindyn bench ntk`` measures the
-overhead of these observables in a sweep.
+overhead of these observables in a sweep. The kernel's ``method`` defaults to ``"auto"``
+(the cost model of ``kernels.ntk_cost``: structured derivatives for dense and convolutional
+networks).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class KernelObservables(Observable):
     split: str = "train"
     top_k: int = 4
     every: int | None = None
-    method: str = "jacobian"
+    method: str = "auto"
 
     dims: ClassVar = {"ntk_eigenvalues": ("ntk_index",)}
     descriptions: ClassVar = {
