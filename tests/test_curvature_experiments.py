@@ -18,7 +18,8 @@ import xarray as xr
 
 import dynamics as td
 from dynamics import curvature
-from experiments import adaptive_edge_of_stability, batch_hessian, cli, hessian_outliers
+from experiments import (adaptive_edge_of_stability, batch_hessian, cli, hessian_outliers,
+                         tiny_subspace)
 
 P, D = 8, 32  # fewer rows than parameters: the regression interpolates, as a network does
 STEPS = 200
@@ -100,7 +101,8 @@ def test_largest_stable_lr_needs_every_seed_stable():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["edge-of-stability", "hessian-outliers", "batch-hessian",
-                                  "sgd-stability", "adaptive-edge-of-stability"])
+                                  "sgd-stability", "adaptive-edge-of-stability",
+                                  "tiny-subspace"])
 def test_quick_preset_claims_hold(name, tmp_path):
     assert cli.main(["run", name, "--preset", "quick", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -116,3 +118,16 @@ def test_adaptive_threshold_is_38_over_eta_for_beta1_09():
     assert aeos.threshold(0.01) == pytest.approx(3800.0, rel=1e-12)
     assert aeos.threshold(0.01, beta1=0.0) == pytest.approx(200.0, rel=1e-12)  # GD: 2/eta
 
+
+
+def test_tiny_subspace_chance_level_uses_the_networks_parameter_count():
+    """k/P, the fraction of a random k-dimensional subspace, needs the exact P of the
+    MLP that the experiment trains (biases included): counted against its init."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    model = td.MLP(width=32, depth=2, out_dim=10, activation="relu",
+                   parametrization="standard")
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 40), np.float32))
+    # integer count: exact equality
+    assert tiny_subspace.parameter_count(40, 32, 10) == ravel_pytree(params)[0].size == 2698
