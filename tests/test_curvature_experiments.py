@@ -131,3 +131,26 @@ def test_tiny_subspace_chance_level_uses_the_networks_parameter_count():
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 40), np.float32))
     # integer count: exact equality
     assert tiny_subspace.parameter_count(40, 32, 10) == ravel_pytree(params)[0].size == 2698
+
+
+def test_tiny_subspace_claims_read_sgd_and_gd_runs_apart():
+    """``check`` takes the alignment claims from the SGD runs and the control from the
+    GD run (``batch_size == n_train``): a synthetic Dataset where they differ."""
+    steps = [0, 50, 200, 300]  # late: steps >= 300 / 3, so 200 and 300
+    frac = np.array([[[0.6, 0.1, 0.8, 0.9]],     # SGD: late median 0.85, rise 0.1 - 0.85
+                     [[0.6, 0.0, 0.01, 0.03]]])  # GD: late median 0.02
+    overlap = np.array([[[np.nan, 0.7, 0.95, 0.97]], [[np.nan, 0.7, 0.99, 0.99]]])
+    ds = xr.Dataset(
+        {"top_subspace_gradient_fraction": (("batch_size", "seed", "step"), frac),
+         "top_subspace_overlap": (("batch_size", "seed", "step"), overlap),
+         "diverged_at": (("batch_size", "seed"), [[-1], [-1]]),
+         "chance_fraction": 0.004},
+        coords={"batch_size": [64, 1000], "seed": [0], "step": steps},
+        attrs={"n_train": 1000})
+    claims = {c.name: c.measured for c in tiny_subspace.check(ds)}
+    # medians of two or three numbers: exact up to float rounding
+    assert claims["most_gradient_in_top_subspace"] == pytest.approx(0.85)
+    assert claims["tiny_subspace"] == pytest.approx(0.85 / 0.004)
+    assert claims["initial_phase"] == pytest.approx(0.1 - 0.85)
+    assert claims["subspace_changes_slowly"] == pytest.approx(0.96)
+    assert claims["no_alignment_under_gd"] == pytest.approx(0.02)
