@@ -44,6 +44,12 @@ is the one where the network is still learning, as here. And under full-batch GD
 (``eta lambda_max ~ 0.6``) ``f_top`` is 1e-4 to 2e-3 along the whole run, although the
 loss falls as under SGD: the alignment is SGD's. The Lanczos Ritz vectors are converged:
 80 iterations instead of 30 change no fraction or overlap in the third decimal.
+A dense check of the same quick setup (``jax.hessian`` and ``eigh`` at P = 2,698, its own
+initialisation and batch order): ``f_top`` of the full-batch gradient 0.65-0.73 at steps
+200-600, of a batch-64 gradient only 0.29-0.36 (mean of 20 batches); the overlap of the
+top-10 subspaces of steps 200 and 600 is 0.81 (200 and 400: 0.87), so the subspace also
+drifts little over the run; and ``lambda_10 / lambda_11`` is only 1.06-1.10 (``lambda_1 /
+lambda_10 ~ 6``): the top subspace carries the gradient without a sharp gap at ``k = C``.
 
 Claims (every run; "late" = the log points from a third of training on, after the
 initial phase):
