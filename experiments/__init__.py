@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "sgd-stability": "experiments.sgd_stability",
     "batch-hessian": "experiments.batch_hessian",
     "hessian-outliers": "experiments.hessian_outliers",
+    "tiny-subspace": "experiments.tiny_subspace",
     "grokking": "experiments.grokking",
     "dmft-kernels": "experiments.dmft_kernels",
 }

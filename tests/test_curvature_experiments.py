@@ -18,7 +18,8 @@ import xarray as xr
 
 import dynamics as td
 from dynamics import curvature
-from experiments import adaptive_edge_of_stability, batch_hessian, cli, hessian_outliers
+from experiments import (adaptive_edge_of_stability, batch_hessian, cli, hessian_outliers,
+                         tiny_subspace)
 
 P, D = 8, 32  # fewer rows than parameters: the regression interpolates, as a network does
 STEPS = 200
@@ -100,7 +101,8 @@ def test_largest_stable_lr_needs_every_seed_stable():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["edge-of-stability", "hessian-outliers", "batch-hessian",
-                                  "sgd-stability", "adaptive-edge-of-stability"])
+                                  "sgd-stability", "adaptive-edge-of-stability",
+                                  "tiny-subspace"])
 def test_quick_preset_claims_hold(name, tmp_path):
     assert cli.main(["run", name, "--preset", "quick", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -116,3 +118,39 @@ def test_adaptive_threshold_is_38_over_eta_for_beta1_09():
     assert aeos.threshold(0.01) == pytest.approx(3800.0, rel=1e-12)
     assert aeos.threshold(0.01, beta1=0.0) == pytest.approx(200.0, rel=1e-12)  # GD: 2/eta
 
+
+
+def test_tiny_subspace_chance_level_uses_the_networks_parameter_count():
+    """k/P, the fraction of a random k-dimensional subspace, needs the exact P of the
+    MLP that the experiment trains (biases included): counted against its init."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    model = td.MLP(width=32, depth=2, out_dim=10, activation="relu",
+                   parametrization="standard")
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 40), np.float32))
+    # integer count: exact equality
+    assert tiny_subspace.parameter_count(40, 32, 10) == ravel_pytree(params)[0].size == 2698
+
+
+def test_tiny_subspace_claims_read_sgd_and_gd_runs_apart():
+    """``check`` takes the alignment claims from the SGD runs and the control from the
+    GD run (``batch_size == n_train``): a synthetic Dataset where they differ."""
+    steps = [0, 50, 200, 300]  # late: steps >= 300 / 3, so 200 and 300
+    frac = np.array([[[0.6, 0.1, 0.8, 0.9]],     # SGD: late median 0.85, rise 0.1 - 0.85
+                     [[0.6, 0.0, 0.01, 0.03]]])  # GD: late median 0.02
+    overlap = np.array([[[np.nan, 0.7, 0.95, 0.97]], [[np.nan, 0.7, 0.99, 0.99]]])
+    ds = xr.Dataset(
+        {"top_subspace_gradient_fraction": (("batch_size", "seed", "step"), frac),
+         "top_subspace_overlap": (("batch_size", "seed", "step"), overlap),
+         "diverged_at": (("batch_size", "seed"), [[-1], [-1]]),
+         "chance_fraction": 0.004},
+        coords={"batch_size": [64, 1000], "seed": [0], "step": steps},
+        attrs={"n_train": 1000})
+    claims = {c.name: c.measured for c in tiny_subspace.check(ds)}
+    # medians of two or three numbers: exact up to float rounding
+    assert claims["most_gradient_in_top_subspace"] == pytest.approx(0.85)
+    assert claims["tiny_subspace"] == pytest.approx(0.85 / 0.004)
+    assert claims["initial_phase"] == pytest.approx(0.1 - 0.85)
+    assert claims["subspace_changes_slowly"] == pytest.approx(0.96)
+    assert claims["no_alignment_under_gd"] == pytest.approx(0.02)
