@@ -329,6 +329,15 @@ def test_causal_responses_equal_dense_jacfwd(block, kinds):
             assert np.max(np.abs(ref)) > 0.1  # the responses are not trivially zero
             gap = np.max(np.abs(np.asarray(new[kind]) - ref)) / np.max(np.abs(ref))
             assert gap <= 1e-12, (kind, gap)
+        # a window's horizon at step 4: the blocks that start before it are solved (the
+        # same rows), the later ones left at zero
+        cut = deep._causal_response_sums(h.T, z.T, mh, mz, kinds, activation="tanh",
+                                         t1=t1, n=n, block=block, horizon=jnp.asarray(4))
+        solved = -(-4 // block) * block * n  # rows of the blocks that start before 4
+        for kind in kinds:
+            np.testing.assert_array_equal(np.asarray(cut[kind])[:solved],
+                                          np.asarray(new[kind])[:solved])
+            assert not np.any(np.asarray(cut[kind])[solved:])
 
 
 def test_monte_carlo_iteration_equals_its_jacfwd_reference():

@@ -174,7 +174,8 @@ def _sample_solver(activation, t1, n):
     return solve_one
 
 
-def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block):
+def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
+                          horizon=None):
     r"""Sums over samples of the Jacobians ``d g / d u`` (kind ``"u"``) and
     ``d phi(h) / d r`` (kind ``"r"``) of the causal fields of one layer, by blocked
     forward substitution in time (B&P 2022 eq. 8, the response functions ``A``, ``B``).
@@ -199,58 +200,70 @@ def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block):
     contributions of all earlier blocks in one matrix product per kernel whose wide
     dimension is (samples x tangent columns), then its steps are solved in turn. Exact:
     the same sums as ``jax.jacfwd`` through the scan, in another order (round-off).
-    Returns ``{kind: (N_g, N_g)}``."""
-    phi_fn, dphi_fn = activation_pair(activation)
+    With ``horizon`` (traced: one compile for every window of the causal continuation)
+    the blocks that start at or after it are not solved: their rows are returned as
+    zeros. Returns ``{kind: (N_g, N_g)}``."""
+    _, dphi_fn = activation_pair(activation)
     ng, samples = h.shape
     k = len(kinds)
     dtype = h.dtype
     d1 = dphi_fn(h).reshape(t1, n, samples, 1, 1)
     d2 = (jax.jvp(dphi_fn, (h,), (jnp.ones_like(h),))[1] * z).reshape(t1, n, samples, 1, 1)
-    eye = jnp.eye(n, dtype=dtype)
 
-    def unit(kind, t, cols):
-        """The unit tangents of ``kind`` started at time ``t``: ``(n, 1, k, cols)``."""
-        e = jnp.zeros((n, 1, k, cols), dtype)
-        if kind not in kinds:
-            return e
-        return e.at[:, 0, kinds.index(kind), t * n:(t + 1) * n].set(eye)
-
-    def widen(x, cols):  # zero columns up to ``cols``
-        return jnp.pad(x, [(0, 0)] * 3 + [(0, cols - x.shape[-1])])
-
-    def product(m, x):  # (rows, q) @ (q, samples, k, cols)
+    def product(m, x):  # (rows, q) @ (q, samples, kinds, columns)
         return jnp.einsum("iq,qbkc->ibkc", m, x)
 
-    hist_phi, hist_g = [], []  # per step (n, samples, k, cols at that step's block)
+    def solve_block(hist, a, e):
+        """The tangents of the rows of steps ``a <= t < e`` (columns ``< e n``)."""
+        rows, width, cols = slice(a * n, e * n), (e - a) * n, e * n
+        shape = (width, samples, k, cols)
+        # the unit tangents started in this block: delta u enters h, delta r enters z
+        unit = {kind: jnp.zeros((width, 1, k, cols), dtype) for kind in ("u", "r")}
+        for kind in kinds:
+            unit[kind] = unit[kind].at[:, 0, kinds.index(kind), a * n:].set(
+                jnp.eye(width, dtype=dtype))
+        pre_h, pre_z = (jnp.broadcast_to(unit[kind], shape) for kind in ("u", "r"))
+        if a:  # every earlier block at once: wide products over (samples, kinds, columns)
+            pre_h = pre_h + product(mh[rows, :a * n], hist["g"][:a * n, :, :, :cols])
+            pre_z = pre_z + product(mz[rows, :a * n], hist["phi"][:a * n, :, :, :cols])
+
+        def step(carry, x):
+            """One step ``t`` of the block: its later rows are still zero, so the full
+            rows of ``M_h``, ``M_z`` over the block read their causal parts only."""
+            blk_phi, blk_g = carry
+            j, pre_h_t, pre_z_t, mh_t, mz_t, d1_t, d2_t = x
+            dh = pre_h_t + product(mh_t, blk_g.reshape(shape))
+            dphi = d1_t * dh
+            blk_phi = blk_phi.at[j].set(dphi)
+            dz = pre_z_t + product(mz_t, blk_phi.reshape(shape))
+            return (blk_phi, blk_g.at[j].set(d2_t * dh + d1_t * dz)), None
+
+        steps = e - a
+        per_step = (steps, n, samples, k, cols)
+        zeros = jnp.zeros(per_step, dtype)
+        xs = (jnp.arange(steps), pre_h.reshape(per_step), pre_z.reshape(per_step),
+              mh[rows, rows].reshape(steps, n, width), mz[rows, rows].reshape(steps, n, width),
+              d1[a:e], d2[a:e])
+        (blk_phi, blk_g), _ = jax.lax.scan(step, (zeros, zeros), xs)
+        return {"phi": blk_phi.reshape(shape), "g": blk_g.reshape(shape)}
+
+    # the tangents of all rows so far, (N_g, samples, kinds, N_g); a block's rows are
+    # written once, and only its columns up to its end can be non-zero
+    hist = {name: jnp.zeros((ng, samples, k, ng), dtype) for name in ("phi", "g")}
     sums = {kind: [] for kind in kinds}
     for a in range(0, t1, block):
-        e_ = min(a + block, t1)
-        cols = e_ * n
-        rows = slice(a * n, e_ * n)
-        if a:
-            pre_h = product(mh[rows, :a * n],
-                            jnp.concatenate([widen(x, cols) for x in hist_g]))
-            pre_z = product(mz[rows, :a * n],
-                            jnp.concatenate([widen(x, cols) for x in hist_phi]))
-        else:
-            pre_h = pre_z = jnp.zeros((e_ * n - a * n, samples, k, cols), dtype)
-        blk_phi, blk_g = [], []
-        for t in range(a, e_):
-            i = slice((t - a) * n, (t - a + 1) * n)
-            row = slice(t * n, (t + 1) * n)
-            dh = pre_h[i] + unit("u", t, cols)
-            dz = pre_z[i] + unit("r", t, cols)
-            if t > a:
-                dh = dh + product(mh[row, a * n:t * n], jnp.concatenate(blk_g))
-                dz = dz + product(mz[row, a * n:t * n], jnp.concatenate(blk_phi))
-            dphi = d1[t] * dh
-            dz = dz + product(mz[row, row], dphi)
-            blk_phi.append(dphi)
-            blk_g.append(d2[t] * dh + d1[t] * dz)
-        hist_phi += blk_phi
-        hist_g += blk_g
+        e = min(a + block, t1)
+        rows, cols = slice(a * n, e * n), e * n
+        solve = functools.partial(solve_block, a=a, e=e)
+        if horizon is None:
+            blk = solve(hist)
+        else:  # blocks at or after the horizon are left at zero, not solved
+            blk = jax.lax.cond(a < horizon, solve, lambda hist, solve=solve: jax.tree_util.tree_map(
+                lambda sd: jnp.zeros(sd.shape, sd.dtype), jax.eval_shape(solve, hist)), hist)
+        for name in hist:
+            hist[name] = hist[name].at[rows, :, :, :cols].set(blk[name])
         for kind in kinds:
-            src = jnp.concatenate(blk_g if kind == "u" else blk_phi)[:, :, kinds.index(kind)]
+            src = blk["g" if kind == "u" else "phi"][:, :, kinds.index(kind)]
             sums[kind].append(jnp.pad(src.sum(1), [(0, 0), (0, ng - cols)]))
     return {kind: jnp.concatenate(v) for kind, v in sums.items()}
 
@@ -270,12 +283,13 @@ def _jacfwd_response_sums(fields, u, r, kinds):
 
 
 def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma,
-              activation, t1, n, batch, responses="causal"):
+              activation, t1, n, batch, responses="causal", horizon=None):
     """Monte Carlo statistics of hidden layer ``l``: sample means of ``phi phi^T``,
     ``g g^T``, ``d phi/d r``, ``d g/d u`` (both divided by ``gamma``) and
-    ``d phi/d rho`` (module doc, 3; B&P 2022 eq. 7-8), over chunks of ``batch`` samples.
-    ``responses``: ``"causal"`` (``_causal_response_sums``) or ``"jacfwd"`` (its dense
-    reference)."""
+    ``d phi/d rho`` (module doc, 3; B&P 2022 eq. 7-8): the fields of all samples at
+    once, the Jacobians over chunks of ``batch`` samples.
+    ``responses``: ``"causal"`` (``_causal_response_sums``, solved up to ``horizon``)
+    or ``"jacfwd"`` (its dense reference, on the whole grid)."""
     ng = t1 * n
     dtype = mh.dtype
     solve_one = _sample_solver(activation, t1, n)
@@ -296,38 +310,34 @@ def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma
     def fields(u, r):  # one sample, (N_g,) each
         return solve_one(u.reshape(t1, n), r.reshape(t1, n), mh3, mz3)
 
-    def chunk(u, r):  # sums over a chunk of samples (B, N_g)
-        phi, g, h, z = jax.vmap(fields)(u, r)
-        out = {"phi": phi.T @ phi, "g": g.T @ g}
-        if kinds and responses == "jacfwd":
-            sums = _jacfwd_response_sums(fields, u, r, kinds)
-        elif kinds:
-            sums = _causal_response_sums(h.T, z.T, mh3.reshape(ng, ng),
-                                         mz3.reshape(ng, ng), kinds, activation=activation,
-                                         t1=t1, n=n, block=block)
-        if "r" in kinds:
-            out["a"] = sums["r"]
-        if "u" in kinds:
-            out["b"] = sums["u"]
-        if l == L:  # d phi / d rho: r^L = rho 1
-            out["rho"] = jax.jvp(lambda r_: jax.vmap(fields)(u, r_)[0], (r,),
-                                 (jnp.ones_like(r),))[1].sum(0)
-        return out
+    phi, g, h, z = jax.vmap(fields)(u_all, r_all)  # (S, N_g) each
+    total = {"phi": phi.T @ phi, "g": g.T @ g}
+    if l == L:  # d phi / d rho: r^L = rho 1
+        total["rho"] = jax.jvp(lambda r_: jax.vmap(fields)(u_all, r_)[0], (r_all,),
+                               (jnp.ones_like(r_all),))[1].sum(0)
+
+    def chunk(u, r, h, z):  # the responses summed over a chunk of samples (B, N_g)
+        if responses == "jacfwd":
+            return _jacfwd_response_sums(fields, u, r, kinds)
+        return _causal_response_sums(h.T, z.T, mh3.reshape(ng, ng), mz3.reshape(ng, ng),
+                                     kinds, activation=activation, t1=t1, n=n, block=block,
+                                     horizon=horizon)
 
     s = u_all.shape[0]
-    chunks = s // batch
-    u_c = u_all[: chunks * batch].reshape(chunks, batch, ng)
-    r_c = r_all[: chunks * batch].reshape(chunks, batch, ng)
-
-    def accumulate(total, ur):
-        return jax.tree_util.tree_map(jnp.add, total, chunk(*ur)), None
-
-    shapes = jax.eval_shape(chunk, u_all[:1], r_all[:1])
-    total0 = jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, dtype), shapes)
-    total, _ = jax.lax.scan(accumulate, total0, (u_c, r_c))
-    if chunks * batch < s:  # the remainder
-        total = jax.tree_util.tree_map(jnp.add, total,
-                                       chunk(u_all[chunks * batch:], r_all[chunks * batch:]))
+    if kinds:
+        chunks = s // batch
+        per_sample = (u_all, r_all, h, z)
+        sums = jax.lax.scan(
+            lambda acc, x: (jax.tree_util.tree_map(jnp.add, acc, chunk(*x)), None),
+            {kind: jnp.zeros((ng, ng), dtype) for kind in kinds},
+            [x[: chunks * batch].reshape(chunks, batch, ng) for x in per_sample])[0]
+        if chunks * batch < s:  # the remainder
+            sums = jax.tree_util.tree_map(
+                jnp.add, sums, chunk(*(x[chunks * batch:] for x in per_sample)))
+        if "r" in kinds:
+            total["a"] = sums["r"]
+        if "u" in kinds:
+            total["b"] = sums["u"]
     mean = jax.tree_util.tree_map(lambda t: t / s, total)
     for key in ("a", "b", "rho"):
         if key in mean:
@@ -363,7 +373,7 @@ def iterate(state, noise, phi0, y, mask, horizon, *, solver, activation, L, t1, 
             stats = _mc_layer(noise["u"][l - 1], noise["r"][l - 1], noise["rho"], mh, mz,
                               cov_u, cov_r, l=l, L=L, gamma=gamma, sigma=sigma,
                               activation=activation, t1=t1, n=n, batch=batch,
-                              responses=responses)
+                              responses=responses, horizon=horizon)
         new["phi"].append(stats["phi"])
         new["g"].append(stats["g"])
         if l < L:
@@ -420,7 +430,10 @@ def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, 
     ``windows > 1`` training is first stopped at ``t_w = (T+1)/windows`` (``Delta = 0``
     after it, a benign continuation), iterated to ``tol``, then ``t_w`` is extended by one
     window at a time; the last window is the full problem. Early iterations then never
-    see a far-off, unstable guess of the late errors."""
+    see a far-off, unstable guess of the late errors. Within a window the responses
+    (the cost) are solved up to its horizon only (``_causal_response_sums``; later rows
+    start the next window at zero, like the ``gamma = 0`` start), so the windows together
+    cost about a quarter of as many iterations on the whole grid."""
     p = problem
     args, kw = iteration_arguments(p, dtype, solver=solver, damping=damping, batch=batch)
     history = []
