@@ -533,7 +533,8 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     }
     return {"benchmark": "dmft", "quick": bool(quick), "seed": seed, "summary": summary,
             "solve_time": {"two_layer": two, "deep_monte_carlo": deep},
-            "one_iteration": iteration, "versus_network": versus, "scaling": scaling, "machine": machine,
+            "one_iteration": iteration, "versus_network": versus, "scaling": scaling,
+            "machine": machine,
             "lr": LR, "gamma0": GAMMA0, "dim": DIM,
             "stage_seconds": stages, "seconds_total": time.perf_counter() - start}
 

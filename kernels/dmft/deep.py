@@ -260,8 +260,11 @@ def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
         if horizon is None:
             blk = solve(hist)
         else:  # blocks at or after the horizon are left at zero, not solved
-            blk = jax.lax.cond(a < horizon, solve, lambda hist, solve=solve: jax.tree_util.tree_map(
-                lambda sd: jnp.zeros(sd.shape, sd.dtype), jax.eval_shape(solve, hist)), hist)
+            def skip(hist, solve=solve):
+                return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype),
+                                              jax.eval_shape(solve, hist))
+
+            blk = jax.lax.cond(a < horizon, solve, skip, hist)
         for name in hist:
             hist[name] = hist[name].at[rows, :, :, :cols].set(blk[name])
         for kind in kinds:
