@@ -14,8 +14,8 @@ once an iteration's change has been computed); every ratio is taken in one proce
 * ``two_layer``: ``P = 20`` examples, ``T = 200`` steps, tanh, for several sample counts
   ``S`` (the default ``mc_error=True`` re-solves with ``S/2``; that is included);
 * ``deep_monte_carlo``: ``L = 3``, ``P = 10``, ``T = 100``, ``S = 1000``. One iteration
-  costs about ``S (T+1) n N_g^2 (2L - 2)`` multiply-adds, ``N_g = (T+1) n`` (forward-mode
-  Jacobians of the causal fields, ``kernels.dmft.deep``): about ``4e12`` here. On an
+  costs about ``(2/3) S N_g^3 (2L - 2)`` multiply-adds, ``N_g = (T+1) n`` (the causal
+  Jacobians of the fields, ``kernels.dmft.deep``): about ``3e12`` here. On an
   accelerator one iteration is measured at full size; on a CPU it is not (hours), and the
   time per iteration is measured at ``T`` in ``monte_carlo_steps`` (same ``L``, ``P``,
   ``S``) and extrapolated to ``T = 100`` with the fitted exponent (reported as an estimate,
@@ -41,6 +41,12 @@ within it is timed (one sweep of ``k`` seeds) against the DMFT solve (with its d
 growing with the windows) and ``monte_carlo`` per iteration (``O(S N_g^2 n)``, i.e.
 exponent 3 in ``T + 1`` and in ``P``; the ``T`` series is (a)'s).
 
+(d) ``one_iteration``: one ``monte_carlo`` iteration at ``L = 3``, ``P = 10``,
+``S = 1000``, ``T = 20`` with the causal blocked responses against the dense ``jax.jacfwd``
+formulation they replaced (their largest relative gap, and the time ratio), both against
+a ``2048^3`` float64 matmul timed in the same process, interleaved; the causal form alone
+at ``T = 40``, extrapolated to ``T = 100`` (labelled as such).
+
 Times are of one process on the machine it runs on; the JSON records the backend, the
 cores, the load average and the BLAS thread settings (on a loaded CPU, multi-threaded
 LAPACK calls can cost far more than their flops).
@@ -59,12 +65,15 @@ import time
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import threadpoolctl
 
 import dynamics as td
 from dynamics import sweeps
 from experiments.common import loglog_slope
 from kernels import dmft
+from kernels.dmft import deep
 
 LR = 0.5  # two-layer runs
 LR_DEEP = 0.1  # depth >= 2 (lr = 0.5 makes the deep linear network diverge at small P)
@@ -77,6 +86,8 @@ FULL = {
     "deep": {"depth": 3, "n_train": 10, "steps": 100, "samples": 1000, "window": 4,
              "monte_carlo_steps": [5, 10, 20], "count_steps": [4, 8, 16],
              "count_samples": 100},
+    "iteration": {"depth": 3, "n_train": 10, "samples": 1000, "steps": [20], "repeats": 3,
+                  "causal_only_steps": [40], "target_steps": 100},
     "versus": {"n_train": 20, "steps": 200, "dmft_samples": 4096,
                "reference_samples": 2**18, "widths": [256, 1024, 4096], "seeds": 32},
     "scaling": {"two_layer_n_train": [10, 20, 40, 80], "two_layer_steps": [50, 100, 200, 400],
@@ -89,6 +100,8 @@ QUICK = {
     "two_layer": {"n_train": 6, "steps": 20, "samples": [256, 1024]},
     "deep": {"depth": 2, "n_train": 3, "steps": 10, "samples": 64, "window": 4,
              "monte_carlo_steps": [2, 4], "count_steps": [2, 4], "count_samples": 64},
+    "iteration": {"depth": 3, "n_train": 3, "samples": 40, "steps": [4], "repeats": 1,
+                  "causal_only_steps": [6], "target_steps": 10},
     "versus": {"n_train": 6, "steps": 20, "dmft_samples": 1024,
                "reference_samples": 2**13, "widths": [64, 256], "seeds": 8},
     "scaling": {"two_layer_n_train": [4, 8], "two_layer_steps": [10, 20],
@@ -197,8 +210,7 @@ def _deep_times(cfg, seed):
     ng = (steps + 1) * (n_train)
     out = {"depth": depth, "n_train": n_train, "steps": steps, "samples": s,
            "window": cfg["window"], "activation": "tanh", "tol": 1e-6, "dtype": "float64",
-           "multiply_adds_per_iteration": float(s * (steps + 1) * n_train * ng**2
-                                                * (2 * depth - 2))}
+           "multiply_adds_per_iteration": float(2 / 3 * s * ng**3 * (2 * depth - 2))}
     rows = []
     for t in cfg["monte_carlo_steps"]:
         r = _mc_iteration_seconds(model, x, y, t, s, cfg["window"], seed)
@@ -249,6 +261,91 @@ def _deep_times(cfg, seed):
             "iterations"],
         "how": "estimate: full-size seconds per iteration times the estimated iterations"}
     return out
+
+
+# -- (d) one iteration: causal responses against dense jacfwd, and a matmul ----------------
+
+
+def _matmul_seconds(size=2048):
+    """The best time of a ``size^3`` float64 matrix product (jitted, seeded operands)."""
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.standard_normal((size, size))) for _ in range(2))
+    product = jax.jit(jnp.matmul)
+    product(a, b).block_until_ready()
+    start = time.perf_counter()
+    product(a, b).block_until_ready()
+    return time.perf_counter() - start
+
+
+def _one_iteration(cfg, seed):
+    """One ``monte_carlo`` iteration (``kernels.dmft.deep.iterate``, float64, tanh, from
+    the state after one iteration, so that the responses are non-zero) with the causal
+    blocked responses and with the dense ``jax.jacfwd`` reference, timed interleaved
+    (best of ``repeats``, each after a compiling call) together with a 2048^3 float64
+    matmul in the same process; their largest relative gap over the state's leaves. At
+    ``causal_only_steps`` the causal form alone, and the fitted exponent in ``T + 1``
+    extrapolates it to ``target_steps`` (labelled as an extrapolation)."""
+    x, y, _ = _data(cfg["n_train"], seed)
+    model = _model(cfg["depth"], "tanh")
+    dt = jnp.float64
+
+    def setup(steps):
+        problem = dmft.make_problem(model, x, y, lr=LR_DEEP, steps=steps, log_every=1,
+                               x_test=None, y_test=None, method="gd", substeps=1,
+                               hparams=None)
+        noise = deep.make_noise(jax.random.PRNGKey(seed), problem, cfg["samples"], dt)
+        args, kw = deep.iteration_arguments(problem, dt, solver="monte_carlo",
+                                            damping=1.0, batch=16)
+        args = (*args, steps + 1)
+        state, _ = deep.iterate(deep.initial_state(problem, dt), noise, *args, **kw)
+        return lambda responses: jax.block_until_ready(
+            deep.iterate(state, noise, *args, responses=responses, **kw))
+
+    def clock(fn):
+        start = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - start, out
+
+    rows = []
+    with jax.enable_x64(True), threadpoolctl.threadpool_limits(1, user_api="blas"):
+        for steps in cfg["steps"] + cfg["causal_only_steps"]:
+            one = setup(steps)
+            kinds = ["causal"] + (["jacfwd"] if steps in cfg["steps"] else [])
+            first = {k: clock(lambda k=k: one(k)) for k in kinds}
+            best = {k: math.inf for k in kinds + ["matmul"]}
+            for _ in range(cfg["repeats"]):
+                for k in kinds:
+                    best[k] = min(best[k], clock(lambda k=k: one(k))[0])
+                best["matmul"] = min(best["matmul"], _matmul_seconds())
+            row = {"steps": steps, "grid_points": (steps + 1) * cfg["n_train"],
+                   "causal_seconds": best["causal"], "matmul_2048_seconds": best["matmul"],
+                   "causal_over_matmul": best["causal"] / best["matmul"],
+                   "causal_first_call_seconds": first["causal"][0]}
+            if "jacfwd" in kinds:
+                new, old = first["causal"][1][0], first["jacfwd"][1][0]
+                gap = max(float(jnp.max(jnp.abs(new[k] - old[k])) / jnp.max(jnp.abs(old[k])))
+                          for k in old if old[k].size)
+                row.update({"jacfwd_seconds": best["jacfwd"],
+                            "jacfwd_over_matmul": best["jacfwd"] / best["matmul"],
+                            "jacfwd_over_causal": best["jacfwd"] / best["causal"],
+                            "jacfwd_first_call_seconds": first["jacfwd"][0],
+                            "largest_relative_gap": gap})
+            rows.append(row)
+            print(f"iteration T={steps}: " + ", ".join(
+                f"{k} {v:.3g} s" for k, v in best.items()), file=sys.stderr, flush=True)
+    exponent = loglog_slope([r["steps"] + 1 for r in rows],
+                            [r["causal_seconds"] for r in rows])
+    last = rows[-1]
+    target = cfg["target_steps"]
+    seconds = last["causal_seconds"] * ((target + 1) / (last["steps"] + 1)) ** exponent
+    return {"depth": cfg["depth"], "n_train": cfg["n_train"], "samples": cfg["samples"],
+            "activation": "tanh", "dtype": "float64", "batch": 16, "measured": rows,
+            "causal_exponent_in_steps_plus_1": exponent,
+            "causal_at_target_steps": {
+                "steps": target, "seconds": seconds,
+                "over_matmul": seconds / last["matmul_2048_seconds"],
+                "how": f"extrapolated from T={last['steps']} with the fitted exponent in "
+                       "T + 1 of the measured rows, not measured"}}
 
 
 # -- (b) against a sweep of finite networks ------------------------------------------
@@ -406,6 +503,7 @@ def main(quick: bool = False, seed: int = 0) -> dict:
 
     two = stage("two_layer", lambda: _two_layer_times(cfg["two_layer"], repeats, seed))
     deep = stage("deep_monte_carlo", lambda: _deep_times(cfg["deep"], seed))
+    iteration = stage("one_iteration", lambda: _one_iteration(cfg["iteration"], seed))
     versus = stage("versus_network", lambda: _versus_network(cfg["versus"], repeats, seed))
     scaling = stage("scaling", lambda: _scaling(cfg["scaling"], cfg["deep"], deep, repeats,
                                                 seed))
@@ -416,6 +514,10 @@ def main(quick: bool = False, seed: int = 0) -> dict:
         "deep_monte_carlo_full_size_how": deep["per_iteration"]["full_size"]["how"],
         "deep_monte_carlo_iterations_full_size_estimate":
             deep["iterations"]["full_size"]["iterations"],
+        "one_iteration": {k: iteration["measured"][0].get(k) for k in (
+            "steps", "causal_seconds", "jacfwd_seconds", "matmul_2048_seconds",
+            "causal_over_matmul", "jacfwd_over_causal", "largest_relative_gap")},
+        "one_iteration_at_target_steps": iteration["causal_at_target_steps"],
         "dmft_mc_error_loss": versus["dmft_mc_error_loss"],
         "network_over_dmft_time": {k: v.get("network_over_dmft_time")
                                    for k, v in versus["by_target"].items()},
@@ -431,7 +533,8 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     }
     return {"benchmark": "dmft", "quick": bool(quick), "seed": seed, "summary": summary,
             "solve_time": {"two_layer": two, "deep_monte_carlo": deep},
-            "versus_network": versus, "scaling": scaling, "machine": machine,
+            "one_iteration": iteration, "versus_network": versus, "scaling": scaling,
+            "machine": machine,
             "lr": LR, "gamma0": GAMMA0, "dim": DIM,
             "stage_seconds": stages, "seconds_total": time.perf_counter() - start}
 

@@ -71,8 +71,9 @@ higher orders are those of the network's discrete step.
 * ``"monte_carlo"`` (any activation, any depth): the alternating scheme of B&P Sec. 5 /
   App. (their Algorithm): kernels -> ``Delta`` -> sample ``u, r`` (fixed whitened noise,
   so the iteration is deterministic) -> solve the causal equations per sample ->
-  ``Phi, G`` by sample averages, ``A, B`` by forward-mode derivatives
-  (``jax.jacfwd``) averaged over samples -> damped update, until the relative change is
+  ``Phi, G`` by sample averages, ``A, B`` by the exact Jacobians of the
+  causal equations (forward substitution in time, blocked, samples batched) averaged
+  over samples -> damped update, until the relative change is
   below ``tol``. Its Monte Carlo error is estimated by solving again with half the
   samples.
 

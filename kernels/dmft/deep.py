@@ -21,7 +21,9 @@ One iteration (``kernels.dmft``, B&P 2022 Sec. 5) maps ``(Phi, G, A, B, f)`` to 
      iteration is a deterministic map whose fixed point carries an ``O(S^{-1/2})`` error),
      the causal equations solved step by step for each sample, ``Phi^l``, ``G^l`` their
      sample averages and ``A^l``, ``B^{l-1}`` the sample averages of the Jacobians
-     ``d phi(h^l) / d r^l`` and ``d g^l / d u^l`` (``jax.jacfwd``, divided by ``gamma``);
+     ``d phi(h^l) / d r^l`` and ``d g^l / d u^l`` (divided by ``gamma``; B&P eq. 8),
+     exact, by a blocked forward substitution in time with the samples in the wide
+     dimension of the products (``_causal_response_sums``);
 4. the output ``f = sigma^2 <d phi(h^L)/d rho>/gamma + eta sigma^2 (Phi^L Delta [s<t]) 1``;
 5. a damped update ``Q <- Q + beta (Q_new - Q)`` of every order parameter.
 
@@ -31,10 +33,12 @@ The iteration stops when the largest relative change (Frobenius norm, over ``Phi
 (e.g. the solution at a smaller ``gamma0``: warm start).
 
 Cost per iteration: ``deep_linear`` ``O(L N_g^3)``; ``monte_carlo`` ``O(S N_g^2)`` per
-layer for the fields plus ``2 S N_g^3`` for each of the ``2L - 2`` Jacobians (a tangent
-per grid point, carried through the ``T+1`` steps): the responses dominate. (A closed
-form per sample, ``D1 (I - M_h E)^{-1} M_h D1``, costs the same flops but batched
-triangular solves are slow on CPU; the forward-mode scan is the faster of the two.)
+layer for the fields plus, for each of the ``2L - 2`` Jacobians, about ``(2/3) S N_g^3``
+multiply-adds (two memory kernels, each a lower triangle against the causal, lower
+triangular tangents): the responses dominate. ``jax.jacfwd`` through the per-sample scan
+(kept as ``_jacfwd_response_sums``, the reference of the tests and the benchmark) costs
+``2 S N_g^3`` for each (three times the flops) and copies the tangent history at every
+step.
 """
 
 from __future__ import annotations
@@ -44,9 +48,15 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import threadpoolctl
 
 from kernels import activation_duals
 from kernels.dmft.common import activation_pair, causal_root, psd_sqrt, relative_change
+
+
+# grid rows (steps x examples) per block of the causal responses: at P = 10, T = 20 on a
+# loaded 2-core CPU, blocks of 3-4 steps were no slower than 2 steps or 6-11 steps
+_BLOCK_ROWS = 40
 
 
 def grid_matrix(k_static, t1):
@@ -148,7 +158,8 @@ def _sample_solver(activation, t1, n):
 
     def solve_one(u, r, mh, mz):
         """Fields of one sample: ``u``, ``r`` of shape ``(T+1, n)``; ``mh``, ``mz`` the
-        memory kernels (times ``gamma``) as ``(T+1, n, N_g)``."""
+        memory kernels (times ``gamma``) as ``(T+1, n, N_g)``. Returns ``phi(h)``, ``g``,
+        ``h`` and ``z``, each raveled time-major ``(N_g,)``."""
         def step(carry, t):
             hist_phi, hist_g = carry
             h = u[t] + mh[t] @ hist_g.ravel()
@@ -156,19 +167,134 @@ def _sample_solver(activation, t1, n):
             hist_phi = hist_phi.at[t].set(phi)
             z = r[t] + mz[t] @ hist_phi.ravel()
             hist_g = hist_g.at[t].set(dphi_fn(h) * z)
-            return (hist_phi, hist_g), None
+            return (hist_phi, hist_g), (h, z)
 
         zeros = jnp.zeros((t1, n), u.dtype)
-        (hist_phi, hist_g), _ = jax.lax.scan(step, (zeros, zeros), jnp.arange(t1))
-        return hist_phi.ravel(), hist_g.ravel()
+        (hist_phi, hist_g), (h, z) = jax.lax.scan(step, (zeros, zeros), jnp.arange(t1))
+        return hist_phi.ravel(), hist_g.ravel(), h.ravel(), z.ravel()
 
     return solve_one
 
 
+def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
+                          horizon=None):
+    r"""Sums over samples of the Jacobians ``d g / d u`` (kind ``"u"``) and
+    ``d phi(h) / d r`` (kind ``"r"``) of the causal fields of one layer, by blocked
+    forward substitution in time (B&P 2022 eq. 8, the response functions ``A``, ``B``).
+
+    ``h``, ``z`` ``(N_g, B)``: the fields of ``B`` samples (rows time-major); ``mh``,
+    ``mz`` ``(N_g, N_g)``: the memory kernels times ``gamma``. The tangent of the
+    discrete single-site equations (module doc, 3) is, with ``D_1 = phi'(h)`` and
+    ``D_2 = phi''(h) z`` per sample,
+
+    .. math::
+
+        \delta h(t) = \delta u(t) + \sum_{s<t} M_h(t,s)\,\delta g(s),\quad
+        \delta\phi(t) = D_1(t)\,\delta h(t),\\
+        \delta z(t) = \delta r(t) + \sum_{s\le t} M_z(t,s)\,\delta\phi(s),\quad
+        \delta g(t) = D_2(t)\,\delta h(t) + D_1(t)\,\delta z(t),
+
+    for every unit tangent ``delta u`` or ``delta r`` at a grid point ``(s', nu)`` at once
+    (the columns). It is causal: a tangent started at ``s'`` is zero before ``s'``, so
+    the rows of time ``t`` have non-zero columns ``s' <= t`` only, and only the lower
+    triangles of ``M_h`` (strict) and ``M_z`` are read, as in the per-sample scan. Time
+    is cut into blocks of ``block`` steps: each block's rows first receive the
+    contributions of all earlier blocks in one matrix product per kernel whose wide
+    dimension is (samples x tangent columns), then its steps are solved in turn. Exact:
+    the same sums as ``jax.jacfwd`` through the scan, in another order (round-off).
+    With ``horizon`` (traced: one compile for every window of the causal continuation)
+    the blocks that start at or after it are not solved: their rows are returned as
+    zeros. Returns ``{kind: (N_g, N_g)}``."""
+    _, dphi_fn = activation_pair(activation)
+    ng, samples = h.shape
+    k = len(kinds)
+    dtype = h.dtype
+    d1 = dphi_fn(h).reshape(t1, n, samples, 1, 1)
+    d2 = (jax.jvp(dphi_fn, (h,), (jnp.ones_like(h),))[1] * z).reshape(t1, n, samples, 1, 1)
+
+    def product(m, x):  # (rows, q) @ (q, samples, kinds, columns)
+        return jnp.einsum("iq,qbkc->ibkc", m, x)
+
+    def solve_block(hist, a, e):
+        """The tangents of the rows of steps ``a <= t < e`` (columns ``< e n``)."""
+        rows, width, cols = slice(a * n, e * n), (e - a) * n, e * n
+        shape = (width, samples, k, cols)
+        # the unit tangents started in this block: delta u enters h, delta r enters z
+        unit = {kind: jnp.zeros((width, 1, k, cols), dtype) for kind in ("u", "r")}
+        for kind in kinds:
+            unit[kind] = unit[kind].at[:, 0, kinds.index(kind), a * n:].set(
+                jnp.eye(width, dtype=dtype))
+        pre_h, pre_z = (jnp.broadcast_to(unit[kind], shape) for kind in ("u", "r"))
+        if a:  # every earlier block at once: wide products over (samples, kinds, columns)
+            pre_h = pre_h + product(mh[rows, :a * n], hist["g"][:a * n, :, :, :cols])
+            pre_z = pre_z + product(mz[rows, :a * n], hist["phi"][:a * n, :, :, :cols])
+
+        def step(carry, x):
+            """One step ``t`` of the block: its later rows are still zero, so the full
+            rows of ``M_h``, ``M_z`` over the block read their causal parts only."""
+            blk_phi, blk_g = carry
+            j, pre_h_t, pre_z_t, mh_t, mz_t, d1_t, d2_t = x
+            dh = pre_h_t + product(mh_t, blk_g.reshape(shape))
+            dphi = d1_t * dh
+            blk_phi = blk_phi.at[j].set(dphi)
+            dz = pre_z_t + product(mz_t, blk_phi.reshape(shape))
+            return (blk_phi, blk_g.at[j].set(d2_t * dh + d1_t * dz)), None
+
+        steps = e - a
+        per_step = (steps, n, samples, k, cols)
+        zeros = jnp.zeros(per_step, dtype)
+        xs = (jnp.arange(steps), pre_h.reshape(per_step), pre_z.reshape(per_step),
+              mh[rows, rows].reshape(steps, n, width), mz[rows, rows].reshape(steps, n, width),
+              d1[a:e], d2[a:e])
+        (blk_phi, blk_g), _ = jax.lax.scan(step, (zeros, zeros), xs)
+        return {"phi": blk_phi.reshape(shape), "g": blk_g.reshape(shape)}
+
+    # the tangents of all rows so far, (N_g, samples, kinds, N_g); a block's rows are
+    # written once, and only its columns up to its end can be non-zero
+    hist = {name: jnp.zeros((ng, samples, k, ng), dtype) for name in ("phi", "g")}
+    sums = {kind: [] for kind in kinds}
+    for a in range(0, t1, block):
+        e = min(a + block, t1)
+        rows, cols = slice(a * n, e * n), e * n
+        solve = functools.partial(solve_block, a=a, e=e)
+        if horizon is None:
+            blk = solve(hist)
+        else:  # blocks at or after the horizon are left at zero, not solved
+            def skip(hist, solve=solve):
+                return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype),
+                                              jax.eval_shape(solve, hist))
+
+            blk = jax.lax.cond(a < horizon, solve, skip, hist)
+        for name in hist:
+            hist[name] = hist[name].at[rows, :, :, :cols].set(blk[name])
+        for kind in kinds:
+            src = blk["g" if kind == "u" else "phi"][:, :, kinds.index(kind)]
+            sums[kind].append(jnp.pad(src.sum(1), [(0, 0), (0, ng - cols)]))
+    return {kind: jnp.concatenate(v) for kind, v in sums.items()}
+
+
+def _jacfwd_response_sums(fields, u, r, kinds):
+    """The reference for ``_causal_response_sums``: dense ``jax.jacfwd`` through the
+    per-sample scan, summed over the samples of ``u``, ``r`` ``(B, N_g)`` (a tangent per
+    grid point carried through all ``T+1`` steps; about ``6x`` the flops)."""
+    argnums = tuple(("u", "r").index(kind) for kind in kinds)
+
+    def one(u_, r_):
+        jac = jax.jacfwd(lambda a, b: fields(a, b)[:2], argnums=argnums)(u_, r_)
+        # jac[output][argnum]: d phi/d r for kind r, d g/d u for kind u
+        return {kind: jac[1 if kind == "u" else 0][i] for i, kind in enumerate(kinds)}
+
+    return jax.tree_util.tree_map(lambda x: x.sum(0), jax.vmap(one)(u, r))
+
+
 def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma,
-              activation, t1, n, batch):
-    """Monte Carlo statistics of hidden layer ``l``: sums over samples of ``phi phi^T``,
-    ``g g^T``, ``d phi/d r``, ``d g/d u`` and ``d phi/d rho`` (module doc, 3)."""
+              activation, t1, n, batch, responses="causal", horizon=None):
+    """Monte Carlo statistics of hidden layer ``l``: sample means of ``phi phi^T``,
+    ``g g^T``, ``d phi/d r``, ``d g/d u`` (both divided by ``gamma``) and
+    ``d phi/d rho`` (module doc, 3; B&P 2022 eq. 7-8): the fields of all samples at
+    once, the Jacobians over chunks of ``batch`` samples.
+    ``responses``: ``"causal"`` (``_causal_response_sums``, solved up to ``horizon``)
+    or ``"jacfwd"`` (its dense reference, on the whole grid)."""
     ng = t1 * n
     dtype = mh.dtype
     solve_one = _sample_solver(activation, t1, n)
@@ -183,38 +309,40 @@ def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma
         r_all = sigma * jnp.broadcast_to(eps_rho[:, None], (eps_rho.shape[0], ng))
     else:
         r_all = eps_r @ causal_root(cov_r).T
-    want_a, want_b, want_rho = l < L, l > 1, l == L
+    kinds = tuple(kind for kind, wanted in (("u", l > 1), ("r", l < L)) if wanted)
+    block = max(1, round(_BLOCK_ROWS / n))
 
-    def one(u, r):
-        fn = lambda u_, r_: solve_one(u_.reshape(t1, n), r_.reshape(t1, n), mh3, mz3)
-        phi, g = fn(u, r)
-        out = {"phi": jnp.outer(phi, phi), "g": jnp.outer(g, g)}
-        if want_a and want_b:
-            (dphi_du, dphi_dr), (dg_du, dg_dr) = jax.jacfwd(fn, argnums=(0, 1))(u, r)
-            out["a"], out["b"] = dphi_dr, dg_du
-        elif want_a:
-            out["a"] = jax.jacfwd(fn, argnums=1)(u, r)[0]
-        elif want_b:
-            out["b"] = jax.jacfwd(fn, argnums=0)(u, r)[1]
-        if want_rho:
-            out["rho"] = jax.jvp(fn, (u, r), (jnp.zeros_like(u), jnp.ones_like(r)))[1][0]
-        return out
+    def fields(u, r):  # one sample, (N_g,) each
+        return solve_one(u.reshape(t1, n), r.reshape(t1, n), mh3, mz3)
+
+    phi, g, h, z = jax.vmap(fields)(u_all, r_all)  # (S, N_g) each
+    total = {"phi": phi.T @ phi, "g": g.T @ g}
+    if l == L:  # d phi / d rho: r^L = rho 1
+        total["rho"] = jax.jvp(lambda r_: jax.vmap(fields)(u_all, r_)[0], (r_all,),
+                               (jnp.ones_like(r_all),))[1].sum(0)
+
+    def chunk(u, r, h, z):  # the responses summed over a chunk of samples (B, N_g)
+        if responses == "jacfwd":
+            return _jacfwd_response_sums(fields, u, r, kinds)
+        return _causal_response_sums(h.T, z.T, mh3.reshape(ng, ng), mz3.reshape(ng, ng),
+                                     kinds, activation=activation, t1=t1, n=n, block=block,
+                                     horizon=horizon)
 
     s = u_all.shape[0]
-    chunks = s // batch
-    u_c = u_all[: chunks * batch].reshape(chunks, batch, ng)
-    r_c = r_all[: chunks * batch].reshape(chunks, batch, ng)
-
-    def accumulate(total, ur):
-        part = jax.vmap(one)(*ur)
-        return jax.tree_util.tree_map(lambda t, p: t + p.sum(0), total, part), None
-
-    shapes = jax.eval_shape(one, u_all[0], r_all[0])
-    total0 = jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, dtype), shapes)
-    total, _ = jax.lax.scan(accumulate, total0, (u_c, r_c))
-    if chunks * batch < s:  # the remainder
-        part = jax.vmap(one)(u_all[chunks * batch:], r_all[chunks * batch:])
-        total = jax.tree_util.tree_map(lambda t, p: t + p.sum(0), total, part)
+    if kinds:
+        chunks = s // batch
+        per_sample = (u_all, r_all, h, z)
+        sums = jax.lax.scan(
+            lambda acc, x: (jax.tree_util.tree_map(jnp.add, acc, chunk(*x)), None),
+            {kind: jnp.zeros((ng, ng), dtype) for kind in kinds},
+            [x[: chunks * batch].reshape(chunks, batch, ng) for x in per_sample])[0]
+        if chunks * batch < s:  # the remainder
+            sums = jax.tree_util.tree_map(
+                jnp.add, sums, chunk(*(x[chunks * batch:] for x in per_sample)))
+        if "r" in kinds:
+            total["a"] = sums["r"]
+        if "u" in kinds:
+            total["b"] = sums["u"]
     mean = jax.tree_util.tree_map(lambda t: t / s, total)
     for key in ("a", "b", "rho"):
         if key in mean:
@@ -223,10 +351,11 @@ def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "activation", "L", "t1", "n",
-                                             "n_train", "batch"))
+                                             "n_train", "batch", "responses"))
 def iterate(state, noise, phi0, y, mask, horizon, *, solver, activation, L, t1, n, n_train, batch,
-            sigma, gamma, eta, damping):
-    """One damped iteration; returns the new state and the relative change."""
+            sigma, gamma, eta, damping, responses="causal"):
+    """One damped iteration; returns the new state and the relative change.
+    ``responses`` (Monte Carlo): ``"causal"``, or ``"jacfwd"`` for the dense reference."""
     dtype = phi0.dtype
     s2 = sigma**2
     ng = t1 * n
@@ -248,7 +377,8 @@ def iterate(state, noise, phi0, y, mask, horizon, *, solver, activation, L, t1, 
         else:
             stats = _mc_layer(noise["u"][l - 1], noise["r"][l - 1], noise["rho"], mh, mz,
                               cov_u, cov_r, l=l, L=L, gamma=gamma, sigma=sigma,
-                              activation=activation, t1=t1, n=n, batch=batch)
+                              activation=activation, t1=t1, n=n, batch=batch,
+                              responses=responses, horizon=horizon)
         new["phi"].append(stats["phi"])
         new["g"].append(stats["g"])
         if l < L:
@@ -283,6 +413,18 @@ def half_noise(noise):
     return {"u": noise["u"][:, :s], "r": noise["r"][:, :s], "rho": noise["rho"][:s]}
 
 
+def iteration_arguments(problem, dtype, *, solver, damping, batch):
+    """``(args, kw)`` such that ``iterate(state, noise, *args, horizon, **kw)`` is one
+    iteration of ``problem``."""
+    p = problem
+    kw = dict(solver=solver, activation=p.activation, L=p.depth, t1=p.steps + 1, n=p.n,
+              n_train=p.n_train, batch=batch, sigma=p.sigma, gamma=p.gamma, eta=p.eta,
+              damping=damping)
+    args = (jnp.asarray(p.phi0, dtype), jnp.asarray(p.y, dtype),
+            jnp.asarray(p.train_mask, dtype))
+    return args, kw
+
+
 def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, windows=1,
         progress=None):
     """Iterate to self-consistency. Returns ``(state, info)`` with ``iterations``,
@@ -293,33 +435,37 @@ def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, 
     ``windows > 1`` training is first stopped at ``t_w = (T+1)/windows`` (``Delta = 0``
     after it, a benign continuation), iterated to ``tol``, then ``t_w`` is extended by one
     window at a time; the last window is the full problem. Early iterations then never
-    see a far-off, unstable guess of the late errors."""
+    see a far-off, unstable guess of the late errors. Within a window the responses
+    (the cost) are solved up to its horizon only (``_causal_response_sums``; later rows
+    start the next window at zero, like the ``gamma = 0`` start), so the windows together
+    cost about a quarter of as many iterations on the whole grid."""
     p = problem
-    kw = dict(solver=solver, activation=p.activation, L=p.depth, t1=p.steps + 1, n=p.n,
-              n_train=p.n_train, batch=batch, sigma=p.sigma, gamma=p.gamma, eta=p.eta,
-              damping=damping)
-    args = (jnp.asarray(p.phi0, dtype), jnp.asarray(p.y, dtype),
-            jnp.asarray(p.train_mask, dtype))
+    args, kw = iteration_arguments(p, dtype, solver=solver, damping=damping, batch=batch)
     history = []
     converged = False
     t1 = p.steps + 1
     bounds = [int(np.ceil(t1 * (w + 1) / windows)) for w in range(windows)]
-    for w, horizon in enumerate(bounds):
-        last = w == len(bounds) - 1
-        converged = False
-        while len(history) < max_iter:
-            state, change = iterate(state, noise, *args, horizon, **kw)
-            change = float(change)
-            history.append(change)
-            if progress is not None:
-                progress(len(history), change)
-            if not np.isfinite(change):
+    # JAX's CPU LAPACK (the Cholesky factors of the drives) runs on the BLAS library's
+    # threads, which spin-wait for each other: with another process on the cores that
+    # stalled it by up to 100x, and one thread is fast whatever the load (XLA's own
+    # products keep their threads).
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        for w, horizon in enumerate(bounds):
+            last = w == len(bounds) - 1
+            converged = False
+            while len(history) < max_iter:
+                state, change = iterate(state, noise, *args, horizon, **kw)
+                change = float(change)
+                history.append(change)
+                if progress is not None:
+                    progress(len(history), change)
+                if not np.isfinite(change):
+                    break
+                if change < tol:
+                    converged = last
+                    break
+            if not (history and np.isfinite(history[-1])):
                 break
-            if change < tol:
-                converged = last
-                break
-        if not (history and np.isfinite(history[-1])):
-            break
     return state, {"iterations": len(history), "converged": converged,
                    "change": history[-1] if history else float("nan"), "history": history}
 
