@@ -36,7 +36,7 @@ import numpy as np
 
 import dynamics as td
 from dynamics import curvature
-from experiments.common import Claim
+from experiments.common import Claim, second_half
 
 NAME = "adaptive-edge-of-stability"
 TITLE = ("Adaptive edge of stability (Cohen et al. 2022): Adam's preconditioned sharpness "
@@ -79,14 +79,9 @@ def run(n_train, width, sigma_w, steps, log_every, lrs, lanczos_iterations, seed
     return ds.assign(threshold=("lr", threshold(ds.lr.values)))
 
 
-def _late(ds):
-    """The second half of training (log points from the middle step on)."""
-    return ds.isel(step=slice(ds.sizes["step"] // 2, None))
-
-
 def check(ds) -> list[Claim]:
     ratio = ds.preconditioned_sharpness / ds.threshold  # 1 at the adaptive edge
-    plateau = _late(ratio.to_dataset(name="r")).r.median("step")
+    plateau = second_half(ratio).median("step")
     worst = float(abs(plateau - 1.0).max())
     start = float(ratio.isel(step=1).max())
     growth = float((ds.sharpness.isel(step=-1) / ds.sharpness.isel(step=0)).min())

@@ -55,6 +55,12 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
+def second_half(ds):
+    """The log points of the second half of training (from the middle one on), of a
+    Dataset or DataArray with a ``step`` dimension."""
+    return ds.isel(step=slice(ds.sizes["step"] // 2, None))
+
+
 def check_writable(out: pathlib.Path) -> None:
     """Refuse an output folder that cannot be written, before hours of computing."""
     try:

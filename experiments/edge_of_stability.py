@@ -33,7 +33,7 @@ import numpy as np
 
 import dynamics as td
 from dynamics import curvature
-from experiments.common import Claim
+from experiments.common import Claim, second_half
 
 NAME = "edge-of-stability"
 TITLE = "Edge of stability (Cohen et al. 2021): GD sharpness rises to 2/eta on digits"
@@ -67,21 +67,16 @@ def run(n_train, width, sigma_w, steps, log_every, lrs, lanczos_iterations, seed
     return ds.assign(threshold=("lr", 2.0 / ds.lr.values))
 
 
-def _late(ds):
-    """The second half of training (log points strictly after the middle step)."""
-    return ds.isel(step=slice(ds.sizes["step"] // 2, None))
-
-
 def plateau(ds):
     """Median sharpness over the second half of training, per (seed, lr)."""
-    return _late(ds).sharpness.median("step")
+    return second_half(ds).sharpness.median("step")
 
 
 def check(ds) -> list[Claim]:
     ratio = plateau(ds) * ds.lr / 2.0  # 1 at the edge of stability
     worst = float(abs(ratio - 1.0).max())
     start = float((ds.sharpness.isel(step=0) * ds.lr / 2.0).max())
-    late = _late(ds).train_loss
+    late = second_half(ds).train_loss
     decrease = float((late.isel(step=-1) / late.isel(step=0)).max())
     return [
         Claim("plateau_at_2_over_eta", worst, 0.0, "within", PLATEAU_TOLERANCE,

@@ -18,9 +18,9 @@ parameters, and reports
   eigenvalues, ``p_i = lambda_i / sum_j lambda_j`` (Roy & Vetterli 2007, Def. 1).
 
 Everything is pure and batched over the runs of a sweep; under ``every > 1`` the loop
-evaluates it only at its own stride. ``K_0`` is recomputed at each evaluation (the loop
-carries no observable state), which doubles the cost; ``traindyn bench ntk`` measures the
-overhead of these observables in a sweep. The kernel's ``method`` defaults to ``"auto"``
+evaluates it only at its own stride. ``K_0`` is computed once per run, at step 0, and
+carried as the observable's state (checkpointed with the run); ``traindyn bench ntk``
+measures the overhead of these observables in a sweep. The kernel's ``method`` defaults to ``"auto"``
 (the cost model of ``kernels.ntk_cost``: structured derivatives for dense and convolutional
 networks).
 """
@@ -120,18 +120,28 @@ class KernelObservables(Observable):
             y = jax.nn.one_hot(y, n_classes)
         return y
 
-    def __call__(self, ctx):
+    def _kernel(self, ctx, params):
+        """The traced empirical NTK at ``params`` on the probe examples."""
         n_split = ctx.data["x_train" if self.split == "train" else "x_test"].shape[0]
         if self.probe_size > n_split:
             raise ValueError(f"KernelObservables.probe_size must be <= the {self.split} "
                              f"set's {n_split} examples, got {self.probe_size}")
-        rows = jnp.arange(self.probe_size)
 
-        def f(params, r):
-            return ctx.outputs(params, self.split, r)
+        def f(p, r):
+            return ctx.outputs(p, self.split, r)
 
-        k = empirical_ntk(f, ctx.params, rows, method=self.method, trace=True)
-        k0 = empirical_ntk(f, ctx.params0, rows, method=self.method, trace=True)
+        return empirical_ntk(f, params, jnp.arange(self.probe_size), method=self.method,
+                             trace=True)
+
+    def init(self, ctx):
+        """``K_0``, the kernel at the initial parameters, computed once per run."""
+        return self._kernel(ctx, ctx.params0)
+
+    def __call__(self, ctx):
+        return self.update(ctx, self.init(ctx))[0]
+
+    def update(self, ctx, k0):
+        k = self._kernel(ctx, ctx.params)
         k = (k + k.T) / 2
         eig = jnp.linalg.eigvalsh(k)[::-1]
         y = self._targets(ctx, self.probe_size).astype(k.dtype)
@@ -140,4 +150,4 @@ class KernelObservables(Observable):
             "kernel_alignment": centred_alignment(k, y),
             "ntk_eigenvalues": eig[: self.top_k],
             "ntk_effective_rank": effective_rank(eig),
-        }
+        }, k0

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from dynamics.curvature import lanczos, operators
+from dynamics.curvature.observables import _need_int, _need_rows
 from dynamics.observables import Observable
 
 _TOP = ("the k largest eigenvalues of the Hessian ∇²_θ L_train of the full-batch training "
@@ -51,13 +52,9 @@ class _TopSubspace(Observable):
 
     def __post_init__(self):
         owner = type(self).__name__
-        for name, value, low in (("k", self.k, 1), ("iterations", self.iterations, self.k)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{owner}.{name} must be an int >= {low}, got {value!r}")
-        if self.rows_per_pass is not None and (
-                not isinstance(self.rows_per_pass, int) or self.rows_per_pass < 1):
-            raise ValueError(f"{owner}.rows_per_pass must be an int >= 1 or None, got "
-                             f"{self.rows_per_pass!r}")
+        _need_int(owner, "k", self.k, 1)
+        _need_int(owner, "iterations", self.iterations, self.k)
+        _need_rows(owner, self.rows_per_pass)
         if not isinstance(self.warm_start, bool):
             raise ValueError(f"{owner}.warm_start must be a bool, got {self.warm_start!r}")
 
