@@ -55,9 +55,9 @@ PRESETS = {
 }
 
 # Running times (SECONDS, see experiments/__init__.py): quick: 51 s, measured on 2 shared
-# cores; full: 539 s on 2 cores shared with other jobs (800 steps: at 300 the least
-# separable mixture was still being fitted, 0.93 train accuracy).
-SECONDS = {"quick": 50, "full": 540}
+# cores; full: 158 s on 2 otherwise idle cores, 539 s while other jobs used them (800
+# steps: at 300 the least separable mixture was still being fitted, 0.93 train accuracy).
+SECONDS = {"quick": 50, "full": 158}
 
 OUTLIER_STABILITY = 0.15  # |sum of outliers at the widest / narrowest width - 1|
 

@@ -59,11 +59,11 @@ PRESETS = {
 }
 
 # Running times (SECONDS, see experiments/__init__.py): quick: 43 s, measured on 2 shared
-# cores; full: 487 s on 2 cores shared with other jobs. The full grid stops at lr 0.2 and
+# cores; full: 52 s on 2 otherwise idle cores (487 s while other jobs used them). The full grid stops at lr 0.2 and
 # starts at 0.02: GD at 0.3 oscillates at the edge of stability (one seed of three
 # diverged, another ended at loss 9e-3) and at 0.01 it is still converging (1.2e-4) after
 # 8000 steps, so neither ends at a minimum.
-SECONDS = {"quick": 45, "full": 490}
+SECONDS = {"quick": 45, "full": 52}
 
 # Near an interpolating minimum H is the Gauss-Newton matrix (2/P) J^T J of rank <= P, so
 # Hutch++ with a sketch of more than P columns (``trace_probes``) captures its range and
