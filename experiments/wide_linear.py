@@ -53,9 +53,9 @@ PRESETS = {
 }
 
 # Running times (SECONDS, see experiments/__init__.py): quick: 47 s, measured on 2 shared
-# cores; full: 905 s on 2 cores shared with other jobs (it ran out of memory, 34 GB, while
-# the empirical NTKs of every seed were computed at once).
-SECONDS = {"quick": 50, "full": 905}
+# cores; full: 155 s on 2 otherwise idle cores, 905 s while other jobs used them (it ran
+# out of memory, 34 GB, while the empirical NTKs of every seed were computed at once).
+SECONDS = {"quick": 50, "full": 155}
 
 
 @dataclasses.dataclass(frozen=True)
