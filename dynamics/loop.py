@@ -112,13 +112,20 @@ class Runner:
         """The trained outputs ``alpha (g - g0)`` (``dynamics.models.base.outputs``)."""
         return model_lib.outputs(self._g(params, x, hp, model_state, mode, key), g0, hp)
 
-    def _tx(self, hp, params0):
+    def lr_multipliers(self, hp, params0):
+        """The per-parameter learning-rate multipliers: the model's for the optimizer's
+        family, over ``output_scale^2`` with ``scale_lr_by_output_scale``."""
         spec = self.spec
-        mult = spec.model.lr_multipliers(params0, hp)
+        mult = spec.model.lr_multipliers(params0, hp, family=spec.optimizer.family or "sgd")
         if spec.scale_lr_by_output_scale:
             inv_a2 = 1.0 / hp["output_scale"] ** 2
             mult = jax.tree.map(lambda m: m * inv_a2, mult)
-        return spec.optimizer.build(hp, spec.steps, mult, roles=model_lib.roles(spec.model, params0))
+        return mult
+
+    def _tx(self, hp, params0):
+        spec = self.spec
+        return spec.optimizer.build(hp, spec.steps, self.lr_multipliers(hp, params0),
+                                    roles=model_lib.roles(spec.model, params0))
 
     def _targets(self, hp, data):
         return train_targets(data, hp.get("label_noise", 0.0), self.spec.task.loss)
@@ -230,6 +237,7 @@ class Runner:
                 log_index=log_index, data=targets, outputs=outputs,
                 loss=losses.get(spec.task.loss), classification=spec.classification,
                 key=key, mode=mode, opt_state=state.opt_state, optimizer=spec.optimizer,
+                lr_multipliers=self.lr_multipliers(hp, state.params0), model=spec.model,
             )
 
         return _LazyContexts(make)

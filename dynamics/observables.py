@@ -61,17 +61,20 @@ class Context:
     included), ``x_test`` and ``y_test``; targets of a masked task are
     ``losses.Masked(values, mask)``. ``loss(outputs, targets)`` is the training loss.
     ``opt_state`` and ``optimizer`` give access to the optimizer's state (e.g. Adam's
-    preconditioner). Derived quantities are cached per trace, so observables that share
+    preconditioner), ``lr_multipliers`` to the per-parameter learning-rate multipliers
+    the optimizer's updates are scaled by (``dynamics.parametrization``), and ``model`` to
+    the model (its ``activations``, or its own probes). Derived quantities are cached per trace, so observables that share
     them compute them once.
     """
 
     FIELDS = ("params", "params0", "hparams", "step", "log_index", "data", "outputs", "loss",
-              "classification", "key", "mode", "opt_state", "optimizer")
+              "classification", "key", "mode", "opt_state", "optimizer", "lr_multipliers",
+              "model")
 
     def __init__(self, *, params, params0, hparams: Mapping[str, Any], step, log_index,
                  data: Mapping[str, Any], outputs: Callable, loss: Callable,
                  classification: bool, key, mode: str = "eval", opt_state=None,
-                 optimizer=None):
+                 optimizer=None, lr_multipliers=None, model=None):
         self.params = params
         self.params0 = params0
         self.hparams = hparams
@@ -85,6 +88,8 @@ class Context:
         self.mode = mode
         self.opt_state = opt_state
         self.optimizer = optimizer
+        self.lr_multipliers = lr_multipliers
+        self.model = model
 
     def fork(self) -> "Context":
         """The same inputs with an empty cache, for use inside another trace (a

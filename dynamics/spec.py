@@ -121,18 +121,13 @@ class Spec:
                 )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
-        if getattr(self.model, "parametrization", None) == "mup":
-            family = self.optimizer.family
-            if family is None:
+        if getattr(self.model, "parametrization", "standard") != "standard":
+            if self.optimizer.family is None:
                 raise ValueError(
-                    f"optimizer {self.optimizer.name!r} with parametrization='mup': its family "
-                    "is unknown; declare it, from_optax(..., family='sgd' or 'adam')"
-                )
-            if family != "sgd":
-                raise ValueError(
-                    f"optimizer {self.optimizer.name!r} is Adam-like (family={family!r}) with "
-                    "parametrization='mup': the mup learning-rate multipliers are those of "
-                    "gradient descent; use an SGD-like optimizer (see dynamics.parametrization)"
+                    f"optimizer {self.optimizer.name!r} with parametrization="
+                    f"{self.model.parametrization!r}: its family is unknown (family=None), and the "
+                    "learning-rate multipliers depend on it; declare it, "
+                    "from_optax(..., family='sgd' or 'adam')"
                 )
         object.__setattr__(self, "observables", obs_lib.resolve(self.observables))
         for obs in self.observables:

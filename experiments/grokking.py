@@ -136,6 +136,7 @@ import numpy as np
 import xarray as xr
 
 import dynamics as td
+from dynamics import parametrization
 from dynamics.observables import Observable
 from experiments.common import Claim
 from kernels.observables import centred_alignment
@@ -281,8 +282,13 @@ class QuadraticNetwork:
         h = x @ params["w"].T
         return jnp.mean(h + 0.5 * hp["eps"] * h * h, axis=-1, keepdims=True)
 
-    def lr_multipliers(self, params, hparams: Mapping | None = None):
-        return {"w": float(self.width)}
+    def lr_multipliers(self, params, hparams: Mapping | None = None, family: str = "sgd"):
+        """``N`` for SGD; 1 for Adam: the readout ``1/N`` is the NTK's ``1/sqrt(N)`` divided
+        by ``theta = sqrt(N)``, whose learning rate is ``theta^2`` for SGD and ``theta``
+        times the NTK's ``1/sqrt(N)`` for Adam (``dynamics.parametrization``, the
+        abc-symmetry)."""
+        return {"w": float(self.width) if parametrization.check_family(family) == "sgd"
+                else 1.0}
 
     def config(self) -> dict:
         return {"model": "QuadraticNetwork", **dataclasses.asdict(self)}

@@ -75,8 +75,8 @@ class Linearized:
         p0 = jax.lax.stop_gradient(params["params0"])
         return linearize(lambda p, xx: self.model.apply(p, xx, hparams), p0)(params["params"], x)
 
-    def lr_multipliers(self, params, hparams: Mapping | None = None):
-        m = self.model.lr_multipliers(params["params"], hparams)
+    def lr_multipliers(self, params, hparams: Mapping | None = None, family: str = "sgd"):
+        m = self.model.lr_multipliers(params["params"], hparams, family=family)
         return {"params": m, "params0": m}
 
     def config(self):

@@ -4,6 +4,7 @@ is allowed, before anything is traced or compiled."""
 from __future__ import annotations
 
 import numpy as np
+import optax
 import pytest
 
 import dynamics as td
@@ -97,10 +98,15 @@ def test_nan_in_data_is_refused():
         td.tasks.from_arrays(np.ones((4, 2)), np.ones(4), np.ones((2, 2)), [1.0, np.inf])
 
 
-def test_mup_with_adam_is_refused(task, no_compile):
-    with pytest.raises(ValueError, match=r"mup.*gradient descent"):
-        spec_for(task, model=td.MLP(width=8, parametrization="mup"),
-                 optimizer=td.optimizers.adam())
+def test_width_parametrization_needs_the_optimizer_family(task, no_compile):
+    # the learning-rate multipliers of ntk and mup depend on SGD vs Adam
+    def custom(learning_rate):
+        return optax.sgd(learning_rate)
+
+    for p in ("ntk", "mup"):
+        with pytest.raises(ValueError, match=rf"parametrization='{p}': its family is unknown"):
+            spec_for(task, model=td.MLP(width=8, parametrization=p),
+                     optimizer=td.optimizers.from_optax(custom, lr=0.1))
 
 
 @pytest.mark.parametrize(

@@ -373,9 +373,21 @@ class BlockSpectralDensity(_PerBlock, SpectralDensity):
 def diagonal_preconditioner(ctx, owner: str):
     """The optimizer's current diagonal preconditioner ``P`` (a pytree like the
     parameters, read from ``ctx.opt_state`` through ``Optimizer.preconditioner``), or
-    ``None`` for an SGD-like optimizer (``P = I``); a ``ValueError`` for any other."""
+    ``None`` for an SGD-like optimizer (``P = I``); a ``ValueError`` for any other.
+
+    Per-parameter learning-rate multipliers ``c`` (a parametrization's,
+    ``ctx.lr_multipliers``) make the update ``lr c P^-1 m``, so the preconditioner the
+    dynamics see is ``P / c`` (``1 / c`` for SGD); it is returned whenever some ``c`` is
+    not the constant 1."""
     optimizer = ctx.optimizer
     p = None if optimizer is None else optimizer.preconditioner(ctx.opt_state)
+    c = ctx.lr_multipliers
+    if c is not None and not all(isinstance(m, (int, float)) and m == 1
+                                 for m in jax.tree.leaves(c)):
+        if p is None and optimizer is not None and optimizer.family == "sgd":
+            p = jax.tree.map(lambda x: jnp.ones((), x.dtype), ctx.params)
+        if p is not None:
+            p = jax.tree.map(lambda pi, m: pi / jnp.asarray(m, pi.dtype), p, c)
     if p is None and (optimizer is None or optimizer.family != "sgd"):
         name = getattr(optimizer, "name", None)
         family = getattr(optimizer, "family", None)
@@ -400,7 +412,9 @@ class PreconditionedSharpness(Observable):
     ``P^-1/2 H P^-1/2``, whose top eigenvalue Lanczos computes from the products
     ``v -> P^-1/2 H (P^-1/2 v)``. For an SGD-like optimizer ``P = I`` and it is the
     ``sharpness``; an optimizer with neither (Lion, signSGD, Adafactor, ...) is
-    refused."""
+    refused. A parametrization's learning-rate multipliers ``c`` divide ``P``
+    (:func:`diagonal_preconditioner`), so that ``lr * preconditioned_sharpness`` is the
+    stability quantity of the run as trained."""
 
     iterations: int = 20
     rows_per_pass: int | None = None

@@ -8,8 +8,9 @@ must know about it. What every model provides:
   output vector per position (``(batch, K)``, or ``(batch, T, K)`` for sequence models).
   ``apply`` never multiplies by the output scale and never centres: :func:`outputs` does;
 * ``hparams() -> dict[str, float]``: the float fields that may be swept (traced values);
-* ``lr_multipliers(params, hparams=None)``: per-leaf learning-rate multipliers (the
-  parametrization's, ``dynamics.parametrization``);
+* ``lr_multipliers(params, hparams=None, family="sgd")``: per-leaf learning-rate
+  multipliers (the parametrization's, ``dynamics.parametrization``) for an optimizer of
+  ``family`` ``"sgd"`` or ``"adam"``;
 * ``config() -> dict`` (JSON-able).
 
 What a model may provide (:func:`static_fields` and friends fall back to sensible
@@ -23,6 +24,8 @@ defaults when it does not):
   ``"readout"``, ``"embedding"``, ``"attention"``, ``"bias"``, ``"norm"``) for the
   parametrization's rules and the optimizer's weight-decay mask;
 * ``check_hparams(values)``: range checks of concrete swept values;
+* ``activations(params, x, hparams=None) -> dict[str, Array]``: every layer's output in
+  forward order (the coordinate check, ``dynamics.observables.CoordinateCheck``);
 * state and randomness (BatchNorm statistics, dropout):
   ``init_variables(key, x, hparams) -> (params, state)`` and
   ``apply_train(params, x, hparams, *, state, key) -> (g, new_state)``, with
@@ -59,7 +62,8 @@ class Model(Protocol):
 
     def apply(self, params, x, hparams: Mapping | None = None) -> jax.Array: ...
 
-    def lr_multipliers(self, params, hparams: Mapping | None = None) -> Any: ...
+    def lr_multipliers(self, params, hparams: Mapping | None = None, family: str = "sgd"
+                       ) -> Any: ...
 
     def config(self) -> dict: ...
 

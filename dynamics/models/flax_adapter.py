@@ -269,7 +269,7 @@ class FlaxModel:
             return out, nnx.to_pure_dict(rest)
         return out, state
 
-    def lr_multipliers(self, params, hparams=None):
+    def lr_multipliers(self, params, hparams=None, family="sgd"):
         return jax.tree_util.tree_map(lambda _: 1.0, params)
 
 

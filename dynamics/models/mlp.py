@@ -106,13 +106,15 @@ class MLP:
     def fan_ins(self, in_dim: int) -> tuple[int, ...]:
         return (in_dim,) + (self.width,) * self.depth
 
-    def layers(self, in_dim: int, hparams: Mapping | None = None) -> tuple[Layer, ...]:
-        """The description of every weight layer for inputs of ``in_dim`` features."""
+    def layers(self, in_dim: int, hparams: Mapping | None = None, family: str = "sgd"
+               ) -> tuple[Layer, ...]:
+        """The description of every weight layer for inputs of ``in_dim`` features (the
+        learning-rate multipliers those of the optimizer ``family``, "sgd" or "adam")."""
         hp = self.values(hparams)
         fan_ins = self.fan_ins(in_dim)
         fan_outs = fan_ins[1:] + (self.out_dim,)
         scales = parametrization.layer_scales(
-            self.parametrization, fan_ins, hp["sigma_w"], hp["sigma_b"], hp["gamma0"]
+            self.parametrization, fan_ins, hp["sigma_w"], hp["sigma_b"], hp["gamma0"], family
         )
         out = []
         for l, (n_in, n_out, s) in enumerate(zip(fan_ins, fan_outs, scales)):
@@ -153,21 +155,30 @@ class MLP:
         return tuple(layers)
 
     def apply(self, params, x, hparams: Mapping | None = None):
+        return self.activations(params, x, hparams)[f"layer{len(params) - 1}"]
+
+    def lr_multipliers(self, params, hparams: Mapping | None = None, family: str = "sgd"):
+        in_dim = params[0]["w"].shape[0]
+        s = lambda layer, name: (layer.scale.lr_multiplier if name == "w"  # noqa: E731
+                                 else layer.scale.bias_lr_multiplier)
+        return tuple({name: s(layer, name) for name in p}
+                     for layer, p in zip(self.layers(in_dim, hparams, family), params))
+
+    def activations(self, params, x, hparams: Mapping | None = None) -> dict:
+        """Every layer's output, in forward order: ``"layer{l}"`` the pre-activations
+        ``h^{l+1}`` of weight layer ``l`` (the last is the network's raw output ``g``),
+        for the coordinate check (``dynamics.observables.CoordinateCheck``)."""
         x = self._flat(x)
         phi = activations.get(self.activation)
-        h = x
+        h, out = x, {}
         for layer, p in zip(self.layers(x.shape[-1], hparams), params):
             if layer.index > 0:
                 h = phi(h)
             h = layer.scale.multiplier * (h @ p["w"])
             if self.bias:
                 h = h + layer.scale.bias_multiplier * p["b"]
-        return h
-
-    def lr_multipliers(self, params, hparams: Mapping | None = None):
-        in_dim = params[0]["w"].shape[0]
-        return tuple({name: layer.scale.lr_multiplier for name in p}
-                     for layer, p in zip(self.layers(in_dim, hparams), params))
+            out[f"layer{layer.index}"] = h
+        return out
 
     def roles(self, params):
         in_dim = params[0]["w"].shape[0]
