@@ -5,7 +5,8 @@ from dynamics import runtime as _runtime
 
 _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices if asked
 
-from dynamics import models, observables, optimizers, parametrization, tasks
+from dynamics import coordinate_check, models, observables, optimizers, parametrization, tasks
+from dynamics.coordinate_check import CoordinateCheck, coord_check
 from dynamics.models import MLP, from_linen, from_nnx
 from dynamics.optimizers import Optimizer
 from dynamics.spec import Spec
@@ -13,10 +14,13 @@ from dynamics.storage import load, save
 from dynamics.sweeps import DivergenceWarning, init_params, run, run_key, sweep
 
 __all__ = [
+    "CoordinateCheck",
     "DivergenceWarning",
     "MLP",
     "Optimizer",
     "Spec",
+    "coord_check",
+    "coordinate_check",
     "from_linen",
     "from_nnx",
     "init_params",

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 import dynamics  # noqa: E402
 from dynamics import sweeps  # noqa: E402
+from dynamics.coordinate_check import loglog_slope  # noqa: E402,F401  (public)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +49,6 @@ class Claim:
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "measured": float(self.measured),
                 "target": float(self.target), "passed": self.passed}
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
 def second_half(ds):
