@@ -22,7 +22,9 @@ width dimensions              role                  scales (``role_scale("mup", 
 two (matrix-like)             ``hidden``            fan-in: the axes before the second
                                                     width axis, fan-out: the others
 one, the last axis            vector-like: ``embedding`` (leaf named ``embedding``),
-(vector-like)                 ``norm`` (1-D ``scale``), ``bias`` (other 1-D), ``input``
+(vector-like)                 ``norm`` (1-D ``scale``), ``bias`` (named ``bias``, such
+                              as attention's ``(heads, head_dim)``, or any other 1-D),
+                              ``input`` (the others)
 one, not the last axis        ``readout``: must be a parameter of a module named by
                               ``readout`` (a path like ``"Dense_2"``, ``"lm_head"`` or
                               ``"decoder/head"``; one or several)
@@ -209,8 +211,10 @@ def _role(path: str, shape, width_axes, readouts: tuple, name: str) -> str:
     elif len(width_axes) == 1 and width_axes[0] == len(shape) - 1:
         if leaf == "embedding":
             role = "embedding"
-        elif len(shape) == 1:
-            role = "norm" if leaf == "scale" else "bias"
+        elif leaf == "scale" and len(shape) == 1:
+            role = "norm"
+        elif leaf == "bias" or len(shape) == 1:
+            role = "bias"
         else:
             role = "input"
     elif len(width_axes) == 1:
@@ -382,7 +386,21 @@ class MuPModel:
                          else jnp.asarray(s.multiplier, p.dtype) * p, params)
 
     def roles(self, params):
-        return self._map(lambda s, p: s.role, params)
+        """The parameters' roles for the optimizer's weight-decay mask
+        (``dynamics.optimizers.weight_decay``): the table's, but a ``fixed`` parameter
+        (no width dimension) is named by what it is: ``bias``, ``norm`` (a 1-D
+        ``scale``), ``embedding``, else ``hidden`` (a weight, decayed like one)."""
+        def role(s, p):
+            if s.role != "fixed":
+                return s.role
+            leaf = s.path.rsplit("/", 1)[-1]
+            if leaf == "scale" and len(s.shape) == 1:
+                return "norm"
+            if leaf == "bias" or len(s.shape) <= 1:
+                return "bias"
+            return "embedding" if leaf == "embedding" else "hidden"
+
+        return self._map(role, params)
 
     def lr_multipliers(self, params, hparams: Mapping | None = None, family: str = "sgd"):
         parametrization.check_family(family)
