@@ -57,7 +57,11 @@ with ``r_in``, ``r_out`` the width ratios of the fan-in and the fan-out:
   ``1/r_in``, every other role 1 (``MuAdam``).
 
 At the base fields every factor is 1: the model is the user's own (standard
-parametrization), and the dynamics of the other widths are tuned by tuning the base.
+parametrization), and the dynamics of the other widths are tuned by tuning the base. The
+base may be one of the widths of a sweep: the width dimensions come from ``delta``, not
+from the model at hand. A readout tied to the input embedding (``Embed.attend``;
+microsoft/mup's ``MuSharedReadout``) has no parameter of its own to name and is not
+supported.
 
 Attention. The muP attention logits are ``q . k / d`` (Yang et al. 2022, Sec. 4 and
 Table 3; ``dynamics.parametrization.attention_scale``), not ``1/sqrt(d)``; that scale
