@@ -361,8 +361,7 @@ class MuPModel:
             axes = width_axes[path]
             role = _role(path, n, axes, self.mup.readout, self.name)
             base_shape = tuple(base[path][a] if a in axes else None for a in range(len(n)))
-            table[path] = _scale_row(path, role, n, base[path], axes, self.mup.zero_readout)
-            table[path] = dataclasses.replace(table[path], base_shape=base_shape)
+            table[path] = _scale_row(path, role, n, base_shape, axes, self.mup.zero_readout)
         readouts = [p for p, s in table.items() if s.role == "readout"]
         if not readouts:
             raise ValueError(f"{self.name}: readout {list(self.mup.readout)} names no "
