@@ -1,10 +1,9 @@
 """Reference muP scales from microsoft/mup 1.0.0 (Yang et al. 2022), saved as test data.
 
-traindyn does not import torch or mup; this script runs in a side environment that has both
-(``../shared/peers/mup.sh`` in the development checkout builds one) and writes
-``mup_reference.json`` next to it:
+traindyn does not import torch or mup; run this script with a Python that has
+``mup==1.0.0`` and a CPU build of PyTorch; it writes ``mup_reference.json`` next to it:
 
-    python make_mup_reference.py
+    python tests/data/make_mup_reference.py      # writes tests/data/mup_reference.json
 
 Two models, each built at the base width 64, the delta width 128 (``set_base_shapes``'s
 ``delta``: the dimensions that differ between base and delta are the width dimensions) and
