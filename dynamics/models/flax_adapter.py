@@ -270,7 +270,45 @@ class FlaxModel:
         return out, state
 
     def lr_multipliers(self, params, hparams=None, family="sgd"):
+        """1 for every parameter: a user's model carries no parametrization (muP:
+        ``dynamics.models.flax_mup.with_mup``)."""
         return jax.tree_util.tree_map(lambda _: 1.0, params)
+
+    # -- the coordinate check ---------------------------------------------------------
+
+    def activations(self, params, x, hparams=None, *, state=None) -> dict:
+        """Every submodule's output in forward order, then the raw output ``g`` as
+        ``"output"`` (the coordinate check, ``dynamics.observables.CoordinateCheck``).
+
+        linen only: the outputs are those that ``Module.apply(...,
+        capture_intermediates=True)`` records, in evaluation mode, keyed by the module's
+        path (``"Block_0/Dense_1"``); a module called twice gives ``"path:0"``,
+        ``"path:1"``, and one that returns several arrays ``"path[0]"``, ``"path[1]"``.
+        A module's entry follows those of its submodules (it returns after them)."""
+        if self.kind != "flax.linen":
+            raise ValueError(f"activations needs a linen model (capture_intermediates); "
+                             f"{self.name} is {self.kind}")
+        variables = {"params": params, **(state or {})}
+        out, captured = self._module(hparams).apply(
+            variables, x, **self._mode(False), capture_intermediates=True,
+            mutable=["intermediates"])
+        acts = {}
+
+        def walk(tree, prefix):
+            for key, value in tree.items():
+                if key != "__call__":
+                    walk(value, prefix + (key,))
+                elif prefix:  # the top module's own output is "output"
+                    name = "/".join(prefix)
+                    for i, call in enumerate(value):
+                        leaves = jax.tree.leaves(call)
+                        tag = name if len(value) == 1 else f"{name}:{i}"
+                        for j, leaf in enumerate(leaves):
+                            acts[tag if len(leaves) == 1 else f"{tag}[{j}]"] = leaf
+
+        walk(captured["intermediates"], ())
+        acts["output"] = self._shaped(out)
+        return acts
 
 
 def _copy(state):
