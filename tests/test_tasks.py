@@ -472,3 +472,29 @@ def test_make_unknown_name_lists_known_names():
     with pytest.raises(ValueError, match="modular_arithmetic") as err:
         T.make("mnist")
     assert "'mnist'" in str(err.value) and all(name in str(err.value) for name in T.TASKS)
+
+
+def test_markov_chain_bayes_loss_is_the_cross_entropy_of_its_chain():
+    from dynamics.tasks.sequences import transition_matrix
+
+    task = T.markov_chain(vocab_size=8, seq_len=6, n_train=4, n_test=20000,
+                                 concentration=0.5, seed=3)
+    p = transition_matrix(8, 0.5, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    x, y = task.x_test, task.y_test
+    assert x.shape == y.shape == (20000, 6) and x.dtype == np.int32
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets are the next tokens
+    # Monte Carlo: the mean of -log P[x_t, y_t] over 120,000 positions estimates L*
+    # with standard error std/sqrt(n) (the positions of one sequence are correlated,
+    # so the bound uses the 20,000 sequences' means); 4 standard errors
+    nll = -np.log(p[x, y]).mean(axis=1)
+    se = nll.std() / np.sqrt(nll.size)
+    assert abs(nll.mean() - task.config["bayes_cross_entropy"]) <= 4 * se
+    # the empirical bigram frequencies are P (binomial errors, 5 standard errors)
+    counts = np.zeros((8, 8))
+    np.add.at(counts, (x.ravel(), y.ravel()), 1)
+    freq = counts / counts.sum(axis=1, keepdims=True)
+    err = np.sqrt(p * (1 - p) / counts.sum(axis=1, keepdims=True))
+    assert np.all(np.abs(freq - p) <= 5 * err + 1e-12)
+    with pytest.raises(ValueError, match="concentration must be a finite real number > 0"):
+        T.markov_chain(concentration=0.0)

@@ -4,6 +4,7 @@
   its arrays as program inputs, its shape-changing fields as static sweep axes);
 * ``synthetic``: teacher-student (linear, MLP), Gaussian mixtures, a polynomial target;
 * ``algorithmic``: modular arithmetic, one-hot or as token sequences;
+* ``sequences``: next-token prediction on a random Markov chain (its Bayes loss known);
 * ``real``: scikit-learn's digits, flat or as images;
 * ``arrays``: a user's own arrays (``from_arrays``).
 
@@ -18,6 +19,7 @@ from dynamics.losses import LOSSES
 from dynamics.tasks.algorithmic import ENCODINGS, OPERATIONS, modular_arithmetic
 from dynamics.tasks.arrays import from_arrays
 from dynamics.tasks.real import digits
+from dynamics.tasks.sequences import markov_chain
 from dynamics.tasks.synthetic import (
     ACTIVATIONS,
     gaussian_mixture,
@@ -46,6 +48,7 @@ __all__ = [
     "gaussian_mixture_means",
     "linear_teacher",
     "make",
+    "markov_chain",
     "mlp_teacher",
     "mlp_teacher_apply",
     "modular_arithmetic",
@@ -63,6 +66,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "polynomial": polynomial,
     "modular_arithmetic": modular_arithmetic,
     "digits": digits,
+    "markov_chain": markov_chain,
 }
 
 
