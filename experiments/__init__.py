@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "tiny-subspace": "experiments.tiny_subspace",
     "grokking": "experiments.grokking",
     "dmft-kernels": "experiments.dmft_kernels",
+    "mup-transfer": "experiments.mup_transfer",
 }
 
 

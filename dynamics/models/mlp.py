@@ -43,6 +43,11 @@ class MLP:
     (``dynamics.models.base``). Inputs with several trailing axes (images) are flattened:
     the fan-in of the first layer is their size.
 
+    ``zero_readout=True`` initialises the readout's weights and bias at zero (microsoft/mup's
+    ``MuReadout(readout_zero_init=True)``; Yang et al. 2022, Sec. D.2): the outputs start
+    at zero, the hidden layers get no gradient in the first step, and the output's change
+    has no ``O(1/sqrt N)`` part from the initial readout times the features' change.
+
     ``params`` is a tuple over layers of ``{"w": (n_in, n_out), "b": (n_out,)}``.
     """
 
@@ -57,6 +62,7 @@ class MLP:
     sigma_w: float = 1.0
     sigma_b: float = 0.1
     gamma0: float = 1.0
+    zero_readout: bool = False
 
     def __post_init__(self):
         check_int("width", self.width)
@@ -66,6 +72,7 @@ class MLP:
         parametrization.check(self.parametrization)
         check_bool("center", self.center)
         check_bool("bias", self.bias)
+        check_bool("zero_readout", self.zero_readout)
         self.check_hparams(
             {k: getattr(self, k) for k in ("output_scale", "sigma_w", "sigma_b", "gamma0")}
         )
@@ -119,6 +126,8 @@ class MLP:
         out = []
         for l, (n_in, n_out, s) in enumerate(zip(fan_ins, fan_outs, scales)):
             role = "readout" if l == self.depth else ("input" if l == 0 else "hidden")
+            if role == "readout" and self.zero_readout:
+                s = dataclasses.replace(s, weight_std=0.0, bias_std=0.0)
             out.append(Layer(l, role, n_in, n_out, None if l == 0 else self.activation, s))
         return tuple(out)
 

@@ -74,6 +74,8 @@ def _check_model(model, hp):
                         "sigma_b=0)")
     if model.depth < 1:
         problems.append("depth=0 (needs at least one hidden layer)")
+    if getattr(model, "zero_readout", False):
+        problems.append("zero_readout=True (needs the Gaussian readout)")
     if problems:
         raise ValueError("the DMFT solver describes the mup MLP of Bordelon & Pehlevan "
                          "(2022) without biases and with one output; this model has "
