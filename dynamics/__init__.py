@@ -7,7 +7,7 @@ _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices i
 
 from dynamics import coordinate_check, models, observables, optimizers, parametrization, tasks
 from dynamics.coordinate_check import CoordinateCheck, coord_check
-from dynamics.models import MLP, from_linen, from_nnx
+from dynamics.models import MLP, from_linen, from_nnx, with_mup
 from dynamics.optimizers import Optimizer
 from dynamics.spec import Spec
 from dynamics.storage import load, save
@@ -34,4 +34,5 @@ __all__ = [
     "save",
     "sweep",
     "tasks",
+    "with_mup",
 ]

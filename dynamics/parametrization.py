@@ -82,7 +82,10 @@ from typing import Any
 
 PARAMETRIZATIONS = ("standard", "ntk", "mup")
 FAMILIES = ("sgd", "adam")
-ROLES = ("input", "embedding", "hidden", "readout", "bias", "norm", "fixed")
+# the roles a parameter can play; "attention" (the query, key, value and output
+# matrices of an attention layer) follows the rules of "hidden"; "fixed" has no width
+# dimension
+ROLES = ("input", "embedding", "hidden", "attention", "readout", "bias", "norm", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +216,8 @@ def role_scale(parametrization: str, role: str, *, fan_in: int, fan_out: int,
     if role not in ROLES:
         raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
     r_in, r_out = width_ratio(fan_in, base_fan_in), width_ratio(fan_out, base_fan_out)
+    if role == "attention":
+        role = "hidden"
     vector = role in ("embedding", "bias", "norm")
     if role == "norm":
         std = 0.0

@@ -4,12 +4,14 @@
   applied (``outputs``);
 * ``mlp``: ``MLP`` and its public per-layer description (``MLP.layers``);
 * ``flax_adapter``: ``from_linen`` / ``from_nnx``, a user's flax model with its fields as
-  sweep axes, batch statistics and dropout.
+  sweep axes, batch statistics and dropout;
+* ``flax_mup``: ``with_mup``, a user's flax model in muP, its width dimensions inferred.
 """
 
 from dynamics.models.base import Model, apply_scaled, outputs
 from dynamics.models.flax_adapter import FlaxModel, from_linen, from_nnx
+from dynamics.models.flax_mup import MuP, MuPModel, with_mup
 from dynamics.models.mlp import MLP, Layer
 
-__all__ = ["FlaxModel", "Layer", "MLP", "Model", "apply_scaled", "from_linen", "from_nnx",
-           "outputs"]
+__all__ = ["FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "apply_scaled",
+           "from_linen", "from_nnx", "outputs", "with_mup"]

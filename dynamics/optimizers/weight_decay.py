@@ -20,8 +20,7 @@ returns for the gradient it is given, the update of a decayed leaf ``theta_l`` i
 Mask (which leaves are decayed), ``weight_decay_mask``:
 
 * ``"auto"`` (the default): by the leaves' roles when the model declares them
-  (``model.roles(params)``: "input", "hidden", "readout", "embedding", "attention",
-  "bias", "norm"): every leaf but biases and normalisation gains, and but embeddings when
+  (``model.roles(params)``, ``dynamics.parametrization.ROLES``): every leaf but biases and normalisation gains, and but embeddings when
   ``decay_embeddings=False``. A model that declares no roles falls back to decaying the
   leaves with ``ndim >= 2`` (weight matrices and kernels; biases and gains are vectors);
 * ``"all"``: every leaf;
@@ -35,9 +34,10 @@ from typing import Any
 
 import jax
 
+from dynamics.parametrization import ROLES
+
 COUPLINGS = ("l2", "decoupled", "independent")
 MASKS = ("auto", "all")
-ROLES = ("input", "hidden", "readout", "embedding", "attention", "bias", "norm")
 NEVER_DECAYED = ("bias", "norm")
 
 
