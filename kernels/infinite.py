@@ -1,4 +1,6 @@
-r"""Infinite-width NNGP and NTK of the ``dynamics.MLP`` the simulator trains.
+r"""Infinite-width NNGP and NTK of the ``dynamics.MLP`` the simulator trains (and, by
+dispatch on the model, of ``ResidualMLP`` and ``ConvNet``: ``kernels.residual``,
+``kernels.convolutional``, which reuse the one-layer step :func:`layer_step`).
 
 Layer ``l`` of the MLP (``dynamics.parametrization``) is
 ``h^{l+1} = m_l W^l phi(h^l) + beta_l b^l`` with ``W^l_ij ~ N(0, s_l^2)``,

@@ -20,11 +20,12 @@ branches, Novak et al. 2020, "Neural Tangents", Sec. 3). With
 
 ``l = 1..L``, and the readout on ``phi(h^{L+1})`` is the MLP's last step;
 ``nngp = alpha^2 Sigma^{out}``, ``ntk = alpha^2 Theta^{out}``. The branch multiplier
-``b_L = branch_scale * L^(-depth_exponent)`` (Bordelon et al. 2023, "Depthwise hyperparameter
-transfer in residual networks"; Yang et al. 2023, "Tensor Programs VI") enters squared: under ``depth_exponent = 1/2`` each block
-adds ``O(1/L)`` to the variance and the kernels have a finite ``L -> infinity`` limit
-(Bordelon et al. 2023: the infinite-depth kernels as a flow in layer time
-``tau = l/L``). Per parametrization the remarks of ``kernels.infinite`` hold as written
+``b_L = branch_scale * L^(-depth_exponent)`` (Bordelon et al. 2023, "Depthwise
+hyperparameter transfer in residual networks"; Yang et al. 2023, "Tensor Programs VI")
+enters squared: under ``depth_exponent = 1/2`` each block adds ``O(1/L)`` to the variance
+and the kernels have a finite ``L -> infinity`` limit (Bordelon et al. 2023: the
+infinite-depth kernels as a flow in layer time ``tau = l/L``; for a linear network the
+product ``(1 + beta^2 sigma_w^2 / L)^L -> exp(beta^2 sigma_w^2)``). Per parametrization the remarks of ``kernels.infinite`` hold as written
 (``standard``: the leading-order mean at the model's width; ``mup``: the ``ntk``
 kernels divided by ``gamma0^2 N``).
 """

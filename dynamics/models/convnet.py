@@ -51,9 +51,20 @@ def check_images(name: str, x) -> None:
 
 
 def conv(x, w):
-    """Stride-1, SAME zero-padded convolution of NHWC images with HWIO filters."""
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    """Stride-1, SAME zero-padded convolution (cross-correlation, as
+    ``jax.lax.conv_general_dilated``) of NHWC images with HWIO filters, written as one
+    matrix product of the ``k x k`` patches (im2col): the patch of pixel ``p`` is
+    ``(x_{p + delta, c})`` ordered ``(delta_h, delta_w, c)`` like the filter's reshape to
+    ``(k^2 C_in, C_out)``. The derivatives are slices and matrix products; those of the
+    convolution primitive under a per-example ``vmap`` of ``jacrev`` inside a sharded
+    sweep hit an unimplemented batching rule of JAX's grouped convolutions (JAX 0.10)."""
+    k, _, c_in, c_out = w.shape
+    r = (k - 1) // 2
+    h, wd = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    patches = jnp.concatenate([xp[:, i:i + h, j:j + wd, :] for i in range(k) for j in range(k)],
+                              axis=-1)
+    return patches @ w.reshape(k * k * c_in, c_out)
 
 
 @dataclasses.dataclass(frozen=True)
