@@ -25,9 +25,9 @@ hyperparameter transfer in residual networks"; Yang et al. 2023, "Tensor Program
 enters squared: under ``depth_exponent = 1/2`` each block adds ``O(1/L)`` to the variance
 and the kernels have a finite ``L -> infinity`` limit (Bordelon et al. 2023: the
 infinite-depth kernels as a flow in layer time ``tau = l/L``; for a linear network the
-product ``(1 + beta^2 sigma_w^2 / L)^L -> exp(beta^2 sigma_w^2)``). Per parametrization the remarks of ``kernels.infinite`` hold as written
-(``standard``: the leading-order mean at the model's width; ``mup``: the ``ntk``
-kernels divided by ``gamma0^2 N``).
+product ``(1 + beta^2 sigma_w^2 / L)^L -> exp(beta^2 sigma_w^2)``). Per parametrization
+the remarks of ``kernels.infinite`` hold as written (``standard``: the leading-order mean
+at the model's width; ``mup``: the ``ntk`` kernels divided by ``gamma0^2 N``).
 """
 
 from __future__ import annotations

@@ -25,14 +25,16 @@ The branch multiplier is
 
 ``depth_exponent`` 0, 1/2 or 1. With ``1/2`` (``b_L = beta_0 / sqrt(L)``) it is the
 depth-muP residual network of Bordelon, Noci, Li, Hanin & Pehlevan (2023, "Depthwise
-hyperparameter transfer in residual networks", eq. 1) and of Yang, Yu, Zhu & Hayou (2023,
-"Tensor Programs VI: feature learning in infinite-depth neural networks", Sec. 3,
-``a / sqrt(L)``): the variance of ``h^{L+1}`` stays ``O(1)`` as ``L`` grows (it is
-``prod_l (1 + b_L^2 ...)``, bounded by ``exp(branch_scale^2 ...)``). With ``0`` the
-variance grows geometrically in ``L``; with ``1`` every branch vanishes like ``1/L`` and
-the network tends to its input and readout layers. The learning-rate multipliers are the
-width table's (``dynamics.parametrization``) whatever the depth rule: for SGD,
-``1/sqrt(L)`` branches need none (Bordelon et al. 2023, Sec. 3); a depth-dependent learning
+hyperparameter transfer in residual networks": branches ``beta_0 / sqrt(L)``, hidden
+weights ``W / sqrt(N)``, readout ``1 / (gamma0 N)``) and of Yang, Yu, Zhu & Hayou (2023,
+"Tensor Programs VI: feature learning in infinite-depth neural networks": Depth-muP, the
+block multiplier ``a / sqrt(L)``): the variance of ``h^{L+1}`` stays ``O(1)`` as ``L``
+grows (it is ``prod_l (1 + b_L^2 ...)``, bounded by ``exp(branch_scale^2 ...)``). With
+``0`` the variance grows geometrically in ``L``; with ``1`` the blocks add ``O(1/L)`` to
+it in all, and at initialisation the network tends to its input and readout layers. The
+learning-rate multipliers are the width table's (``dynamics.parametrization``) whatever
+the depth rule: for SGD,
+``1/sqrt(L)`` branches need none (Bordelon et al. 2023); a depth-dependent learning
 rate (Tensor Programs VI's for Adam) is the user's ``lr``.
 
 ``params`` is a tuple over the ``L + 2`` weight layers of ``{"w": (n_in, n_out),
