@@ -5,7 +5,9 @@
   derivatives (``kernels.structured``), chosen by a cost model; batched over data,
   vmappable over runs.
 * ``nngp`` / ``ntk`` (``kernels.infinite``, duals in ``kernels.activation_duals``):
-  infinite-width kernels of the same ``dynamics.MLP`` the simulator trains.
+  infinite-width kernels of the same ``dynamics.MLP`` the simulator trains, and of its
+  ``ResidualMLP`` (``kernels.residual``) and ``ConvNet`` (``kernels.convolutional``, the
+  CNTK with global average pooling).
 * ``predict`` (``kernels.predict``): kernel-regression dynamics under gradient flow and
   gradient descent with the simulator's MSE normalisation, the infinite ensemble's mean
   and covariance, and the linearised network (``kernels.linearize``), as Datasets laid

@@ -1,4 +1,6 @@
-r"""Infinite-width NNGP and NTK of the ``dynamics.MLP`` the simulator trains.
+r"""Infinite-width NNGP and NTK of the ``dynamics.MLP`` the simulator trains (and, by
+dispatch on the model, of ``ResidualMLP`` and ``ConvNet``: ``kernels.residual``,
+``kernels.convolutional``, which reuse the one-layer step :func:`layer_step`).
 
 Layer ``l`` of the MLP (``dynamics.parametrization``) is
 ``h^{l+1} = m_l W^l phi(h^l) + beta_l b^l`` with ``W^l_ij ~ N(0, s_l^2)``,
@@ -63,9 +65,14 @@ from kernels import activation_duals
 
 def _check(model, x1, x2):
     if not hasattr(model, "layers") or not hasattr(model, "fan_ins"):
-        raise ValueError(f"model must be a dynamics.MLP, got {type(model).__name__}: "
-                         "infinite-width kernels need its layer scales (use "
-                         "kernels.empirical_ntk for other models)")
+        raise ValueError(f"model must be a dynamics.MLP, ResidualMLP or ConvNet, got "
+                         f"{type(model).__name__}: infinite-width kernels need its layer "
+                         "scales (use kernels.empirical_ntk for other models)")
+    check_features(x1, x2)
+
+
+def check_features(x1, x2):
+    """``x1`` and ``x2`` are 2-D with the same number of features."""
     for name, x in (("x1", x1), ("x2", x2)):
         if x is not None and jnp.ndim(x) != 2:
             raise ValueError(f"{name} must be 2-D (examples, features), got shape "
@@ -75,17 +82,46 @@ def _check(model, x1, x2):
                          f"{jnp.shape(x2)[-1]}")
 
 
+def as_inputs(x1, x2):
+    """``x1``, ``x2`` as arrays of one floating dtype (``x2`` may be None)."""
+    x1 = jnp.asarray(x1)
+    if not jnp.issubdtype(x1.dtype, jnp.floating):
+        x1 = x1.astype(jnp.float32)
+    return x1, None if x2 is None else jnp.asarray(x2, x1.dtype)
+
+
+def layer_step(layer, bias: bool, k12, k11, k22, kdot_theta=None):
+    """One weight layer of the recursion of the module doc: from the post-activation
+    kernels ``k12 = k(Sigma^l)(x1, x2)`` and the diagonals ``k11``, ``k22`` (for a
+    convolution: averaged over the filter's window) and ``kdot_theta = kdot(Sigma^l)
+    Theta^l`` (None for the first layer), the pre-activation kernels
+    ``(Sigma12, Sigma11, Sigma22)`` and ``Theta`` of the layer's outputs."""
+    n, s = layer.fan_in, layer.scale
+    wvar = s.multiplier**2 * s.weight_std**2 * n
+    bvar = (s.bias_multiplier * s.bias_std) ** 2 if bias else 0.0
+    theta = s.multiplier**2 * n * k12 + (s.bias_multiplier**2 if bias else 0.0)
+    if kdot_theta is not None:
+        theta = theta + wvar * kdot_theta
+    return (wvar * k12 + bvar, wvar * k11 + bvar, wvar * k22 + bvar), theta
+
+
 def kernels(model, x1, x2=None, hparams: Mapping | None = None, *, activation=None,
             lr_weighted: bool = False):
     """``(nngp, ntk)``, both ``(n1, n2)``: the recursion of the module doc.
 
     ``activation`` overrides the model's (a name or an ``activation_duals.Dual``, e.g.
-    ``activation_duals.abrelu(a, b)``)."""
+    ``activation_duals.abrelu(a, b)``). A ``ResidualMLP`` or a ``ConvNet`` goes to its own
+    recursion (``kernels.residual``, ``kernels.convolutional``)."""
+    from dynamics.models.convnet import ConvNet
+    from dynamics.models.residual import ResidualMLP
+    from kernels import convolutional, residual
+
+    for kind, module in ((ResidualMLP, residual), (ConvNet, convolutional)):
+        if isinstance(model, kind):
+            return module.kernels(model, x1, x2, hparams, activation=activation,
+                                  lr_weighted=lr_weighted)
     _check(model, x1, x2)
-    x1 = jnp.asarray(x1)
-    if not jnp.issubdtype(x1.dtype, jnp.floating):
-        x1 = x1.astype(jnp.float32)
-    x2 = None if x2 is None else jnp.asarray(x2, x1.dtype)
+    x1, x2 = as_inputs(x1, x2)
     dual = activation_duals.get(model.activation if activation is None else activation)
     hp = model.values(hparams)
     d = x1.shape[-1]
@@ -97,26 +133,14 @@ def kernels(model, x1, x2=None, hparams: Mapping | None = None, *, activation=No
     e12 = x1 @ xb.T / d
     e11 = jnp.sum(x1 * x1, -1) / d
     e22 = e11 if same else jnp.sum(xb * xb, -1) / d
-    edot12 = None
-    theta = None
-    sigma = None
-    for l, layer in enumerate(layers):
-        n, s = layer.fan_in, layer.scale
-        if l > 0:
-            (e12, edot12), (e11, _), (e22, _) = (
-                dual(sigma[1][:, None], sigma[2][None, :], sigma[0]),
-                dual(sigma[1], sigma[1], sigma[1]),
-                dual(sigma[2], sigma[2], sigma[2]),
-            )
-        wvar = s.multiplier**2 * s.weight_std**2 * n
-        bvar = (s.bias_multiplier * s.bias_std) ** 2 if model.bias else 0.0
-        grad_w = s.multiplier**2 * n * e12
-        grad_b = s.bias_multiplier**2 if model.bias else 0.0
-        new_theta = grad_w + grad_b
-        if l > 0:
-            new_theta = new_theta + wvar * edot12 * theta
-        theta = new_theta
-        sigma = (wvar * e12 + bvar, wvar * e11 + bvar, wvar * e22 + bvar)
+    sigma, theta = layer_step(layers[0], model.bias, e12, e11, e22)
+    for layer in layers[1:]:
+        (e12, edot12), (e11, _), (e22, _) = (
+            dual(sigma[1][:, None], sigma[2][None, :], sigma[0]),
+            dual(sigma[1], sigma[1], sigma[1]),
+            dual(sigma[2], sigma[2], sigma[2]),
+        )
+        sigma, theta = layer_step(layer, model.bias, e12, e11, e22, edot12 * theta)
     alpha2 = hp["output_scale"] ** 2
     nngp, ntk = alpha2 * sigma[0], alpha2 * theta
     if lr_weighted:
