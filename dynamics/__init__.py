@@ -7,17 +7,19 @@ _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices i
 
 from dynamics import coordinate_check, models, observables, optimizers, parametrization, tasks
 from dynamics.coordinate_check import CoordinateCheck, coord_check
-from dynamics.models import MLP, from_linen, from_nnx, with_mup
+from dynamics.models import MLP, ConvNet, ResidualMLP, from_linen, from_nnx, with_mup
 from dynamics.optimizers import Optimizer
 from dynamics.spec import Spec
 from dynamics.storage import load, save
 from dynamics.sweeps import DivergenceWarning, init_params, run, run_key, sweep
 
 __all__ = [
+    "ConvNet",
     "CoordinateCheck",
     "DivergenceWarning",
     "MLP",
     "Optimizer",
+    "ResidualMLP",
     "Spec",
     "coord_check",
     "coordinate_check",
