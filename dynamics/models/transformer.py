@@ -296,7 +296,8 @@ class Transformer:
     def check_tokens(self, x, max_len: int | None = None) -> None:
         """``ValueError`` unless ``x`` is an integer array ``(batch, T)`` with ``T <=
         max_len``; concrete tokens must lie in ``[0, vocab_size)`` (traced ones cannot be
-        checked: out-of-range tokens then embed as NaN, so the run is reported diverged)."""
+        checked: out-of-range tokens then embed as NaN, which makes that example's outputs NaN,
+        so that a run on them is reported diverged)."""
         dtype = getattr(x, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
             raise ValueError(f"Transformer inputs must be integer tokens, got dtype {dtype} "
