@@ -378,30 +378,31 @@ def test_trains_in_a_width_sweep_with_the_instability_observables(modular):
     model = Transformer(vocab_size=task.out_dim, width=8, heads=2, depth=1, base_width=8,
                         parametrization="mup", qk_layernorm=False, output_scale=2.0)
     spec = td.Spec(model, task, td.optimizers.adam(2e-2), steps=30, log_every=15,
-                   observables=["default", AttentionLogits(), LogPartition()])
-    ds, states = td.sweep(spec, seed=range(2), width=[8, 16], return_state=True)
-    assert ds.train_loss.dims == ("seed", "width", "step")
-    assert ds.max_attention_logit.dims == ("seed", "width", "step", "block")
+                   observables=["loss", AttentionLogits(), LogPartition()])
+    ds, states = td.sweep(spec, seed=range(2), width=[8, 16], sigma_w=[1.0, 1.5],
+                          return_state=True)
+    assert ds.train_loss.dims == ("seed", "width", "sigma_w", "step")
+    assert ds.max_attention_logit.dims == ("seed", "width", "sigma_w", "step", "block")
     loss = ds.train_loss
     # 30 Adam steps on 15 examples: the answer's cross-entropy at least halves
     assert (loss.isel(step=-1) < 0.5 * loss.isel(step=0)).all(), loss.values
+    x, answer = task.x_train, task.mask_train
+    hp = {"sigma_w": 1.5}  # a swept (traced) value
     for width in (8, 16):
-        params = jax.tree.map(lambda a: a[1], states[(width,)].params)  # seed 1, final
         m = Transformer(**{**model.__dict__, "width": width})
-        x = task.x_train
-        g = np.asarray(m.apply(params, x), np.float64)
-        log_z = scipy.special.logsumexp(2.0 * g, axis=-1)  # output_scale 2
-        answer = task.mask_train
-        at = dict(width=width, seed=1)
-        # float32 logits, float64 reduction here: ~1e-6 relative
-        np.testing.assert_allclose(ds.log_z_mean.sel(**at).isel(step=-1),
-                                   log_z[answer].mean(), rtol=1e-5)
-        np.testing.assert_allclose(ds.log_z_max.sel(**at).isel(step=-1),
-                                   log_z[answer].max(), rtol=1e-5)
-        np.testing.assert_allclose(ds.z_loss.sel(**at).isel(step=-1),
-                                   (log_z[answer] ** 2).mean(), rtol=1e-5)
-        np.testing.assert_allclose(ds.max_attention_logit.sel(**at).isel(step=-1),
-                                   m.max_attention_logits(params, x), rtol=1e-5)
+        at = dict(width=width, seed=1, sigma_w=1.5)
+        for step, which in ((0, "params0"), (-1, "params")):
+            # seed 1, sigma_w 1.5, initial or final
+            params = jax.tree.map(lambda a: a[1, 1], getattr(states[(width,)], which))
+            g = np.asarray(m.apply(params, x, hp), np.float64)
+            log_z = scipy.special.logsumexp(2.0 * g, axis=-1)  # output_scale 2
+            now = ds.sel(**at).isel(step=step)
+            # float32 logits, float64 reduction here: ~1e-6 relative
+            np.testing.assert_allclose(now.log_z_mean, log_z[answer].mean(), rtol=1e-5)
+            np.testing.assert_allclose(now.log_z_max, log_z[answer].max(), rtol=1e-5)
+            np.testing.assert_allclose(now.z_loss, (log_z[answer] ** 2).mean(), rtol=1e-5)
+            np.testing.assert_allclose(now.max_attention_logit,
+                                       m.max_attention_logits(params, x, hp), rtol=1e-5)
 
 
 def test_attention_logits_needs_attention():
@@ -418,11 +419,11 @@ def test_attention_logits_needs_attention():
 
 def test_sharpness_and_the_empirical_ntk_on_masked_sequence_outputs(modular):
     task = modular
-    model = Transformer(vocab_size=task.out_dim, width=8, heads=2, depth=1, base_width=8,
-                        mlp_ratio=2)
+    model = Transformer(vocab_size=task.out_dim, width=4, heads=2, depth=1, base_width=4,
+                        mlp_ratio=1)  # 210 parameters: a dense Hessian is cheap
     n_probe = 6
     spec = td.Spec(model, task, td.optimizers.adam(1e-2), steps=2, log_every=2,
-                   observables=["default", Sharpness(iterations=40),
+                   observables=[Sharpness(iterations=30),
                                 KernelObservables(probe_size=n_probe, top_k=3)])
     ds = td.sweep(spec, seed=[0])
     params = td.init_params(spec, seed=0)
@@ -435,11 +436,10 @@ def test_sharpness_and_the_empirical_ntk_on_masked_sequence_outputs(modular):
         nll = -jnp.take_along_axis(logp, y[..., None], -1)[..., 0]
         return jnp.sum(nll * mask) / jnp.sum(mask)
 
-    with jax.enable_x64(False):
-        hessian = np.asarray(jax.hessian(loss)(flat), np.float64)
+    hessian = np.asarray(jax.jit(jax.hessian(loss))(flat), np.float64)
     top = np.linalg.eigvalsh((hessian + hessian.T) / 2)[-1]
-    # 40 Lanczos steps in float32 against a dense float32 Hessian: the top eigenvalue
-    # converges to float32 rounding of a sum over ~1e3 parameters, ~1e-4 relative
+    # 30 Lanczos steps in float32 against a dense float32 Hessian: the top eigenvalue
+    # converges to float32 rounding of sums over ~200 parameters, ~1e-5 relative
     np.testing.assert_allclose(ds.sharpness.isel(step=0).item(), top, rtol=1e-3)
 
     # the traced NTK over positions and outputs, positions outside the loss masked out
@@ -451,7 +451,7 @@ def test_sharpness_and_the_empirical_ntk_on_masked_sequence_outputs(modular):
     jac = np.asarray(jax.jacrev(outputs)(flat, rows), np.float64)  # (n, T V, P)
     k = np.einsum("iap,jap->ij", jac, jac) / (x.shape[1] * task.out_dim)  # mean over T V
     eig = np.linalg.eigvalsh(k)[::-1]
-    # float32 kernels of ~1e3-term sums: 1e-4 relative
+    # float32 kernels of ~200-term sums: 1e-5 relative
     np.testing.assert_allclose(ds.ntk_eigenvalues.isel(step=0).squeeze(), eig[:3], rtol=1e-4)
     yy = (np.eye(task.out_dim)[y[rows]] * mask[rows][..., None]).reshape(n_probe, -1)
     h = np.eye(n_probe) - 1.0 / n_probe
