@@ -77,7 +77,8 @@ embedding's, and the readout applies the readout role's forward multiplier ``m_R
 ``zero_readout`` would zero the embedding, so it is refused with tied embeddings.
 
 ``apply`` gives the raw outputs ``g``; the output scale ``alpha = output_scale`` (Chizat,
-Oyallon & Bach 2019) and centering are the loop's (``dynamics.models.base``).
+Oyallon & Bach 2019) and centering (``center``: ``f = alpha (g - g_0)``) are the loop's
+(``dynamics.models.base``).
 
 Probes of the training instabilities (Wortsman et al. 2023, Sec. 3.1): ``activations``
 (every block's output, for the coordinate check), ``attention_logits`` and
@@ -149,6 +150,7 @@ class Transformer:
     bias: bool = True
     tied_embeddings: bool = False
     zero_readout: bool = False
+    center: bool = False
     output_scale: float = 1.0
     sigma_w: float = 1.0
     sigma_b: float = 0.1
@@ -163,7 +165,7 @@ class Transformer:
         if self.max_len is not None:
             check_int("max_len", self.max_len)
         parametrization.check(self.parametrization)
-        for name in ("qk_layernorm", "bias", "tied_embeddings", "zero_readout"):
+        for name in ("qk_layernorm", "bias", "tied_embeddings", "zero_readout", "center"):
             check_bool(name, getattr(self, name))
         if self.width % self.heads:
             raise ValueError(f"heads must divide width={self.width}, got heads={self.heads}")
