@@ -5,10 +5,11 @@ r"""Observables of the training instabilities of transformers (Wortsman et al. 2
   ``|s_ts|``, ``s_ts = tau q_t . k_s`` the scaled attention logits, over the examples, the
   heads and the positions the causal mask allows (``s <= t``). Its growth is the
   attention-logit instability (Dehghani et al. 2023, "Scaling vision transformers to 22
-  billion parameters", Sec. 2.1; Wortsman et al. 2023, Sec. 3.1.1), which collapses the
-  attention's entropy (Zhai et al. 2023, "Stabilizing transformer training by preventing
-  attention entropy collapse", Sec. 3) and which qk-layernorm prevents. Needs a model with
-  ``max_attention_logits(params, x, hparams)`` (``dynamics.models.transformer``).
+  billion parameters", Sec. 2, "QK normalization"; Wortsman et al. 2023, Sec. 3.1.1),
+  which collapses the attention's entropy (Zhai et al. 2023, "Stabilizing transformer
+  training by preventing attention entropy collapse") and which qk-layernorm prevents.
+  Needs a model with ``max_attention_logits(params, x, hparams)``
+  (``dynamics.models.transformer``).
 * ``LogPartition``: the log-partition ``log Z = log sum_v exp(f_v)`` of the trained
   outputs ``f`` (output scale and centering included: the logits the cross-entropy sees)
   at every position of the training set; ``log_z_mean`` and ``log_z_max`` over the
@@ -74,7 +75,7 @@ class AttentionLogits(Observable):
             "max |s_ts| per block over the training examples (the first `probe_size`), the "
             "heads and the causally allowed positions s <= t, s_ts = tau q_t . k_s the scaled "
             "attention logit (tau = 1/sqrt(d) or, under mup, sqrt(d_0)/d) (Dehghani et al. "
-            "2023, Sec. 2.1; Wortsman et al. 2023, Sec. 3.1.1)"),
+            "2023, Sec. 2; Wortsman et al. 2023, Sec. 3.1.1)"),
         "block": ("transformer block", "index of the block, 0 nearest the embedding"),
     }
 

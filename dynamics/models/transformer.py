@@ -29,33 +29,34 @@ with ``tau = parametrization.attention_scale`` (``1/sqrt(d)`` for ``standard`` a
 ``sqrt(d_0)/d`` for ``mup``: Yang et al. 2022, Sec. 4 and Table 3). With
 ``qk_layernorm`` the queries and keys are layer-normalised over each head's ``d``
 coordinates before the product (Dehghani et al. 2023, "Scaling vision transformers to 22
-billion parameters", Sec. 2.1; Wortsman et al. 2023, "Small-scale proxies for large-scale
-Transformer training instabilities", Sec. 3.1.1), one gain (and bias) of ``d`` entries
-shared by the heads. The MLP is ``m_2 GELU(m_1 a W_1 + b_1) W_2 + b_2`` with hidden size
-``mlp_ratio * width`` and the exact GELU (``dynamics.activations``). LayerNorm is
-``(a - mean(a)) / sqrt(var(a) + 1e-5) * m_g g + m_beta beta`` over the last axis (eps
-``LAYER_NORM_EPS``, PyTorch's default).
+billion parameters", Sec. 2, "QK normalization"; Wortsman et al. 2023, "Small-scale
+proxies for large-scale Transformer training instabilities", Sec. 3.1.1), one gain (and
+bias) of ``d`` entries shared by the heads. The MLP is ``m_2 GELU(m_1 a W_1 + m_{b_1} b_1)
+W_2 + m_{b_2} b_2`` with hidden size ``mlp_ratio * width`` and the exact GELU
+(``dynamics.activations``). LayerNorm is ``(a - mean(a)) / sqrt(var(a) + 1e-5) * m_g g +
+m_beta beta`` over the last axis (eps ``LAYER_NORM_EPS``, PyTorch's default).
 
 Parametrization. Every parameter has a role and its fan-in and fan-out, and
 ``dynamics.parametrization.role_scale`` turns them into the init standard deviation,
 forward multiplier and learning-rate multiplier (``Transformer.parameters`` is the public
 description):
 
-================================  ==========  ==============  ===============  ======================
-parameter                         role        fan_in          fan_out          base shapes
-================================  ==========  ==============  ===============  ======================
-token embedding ``E (V, D)``      embedding   ``V``           ``D``            ``(None, D_0)``
-positions ``P (max_len, D)``      embedding   ``max_len``     ``D``            ``(None, D_0)``
-``W_Q, W_K, W_V, W_O (D, D)``     hidden      ``D``           ``D``            ``(D_0, D_0)``
-``W_1 (D, r D)``                  hidden      ``D``           ``r D``          ``(D_0, r D_0)``
-``W_2 (r D, D)``                  hidden      ``r D``         ``D``            ``(r D_0, D_0)``
-readout ``W_R (D, V)``            readout     ``D``           ``V``            ``(D_0, None)``
-biases (of a layer's outputs)     bias        1               that layer's     ``(None, its base)``
-LayerNorm gains                   norm        1               ``D`` (``d``)    ``(None, D_0 (d_0))``
-LayerNorm biases                  bias        1               ``D`` (``d``)    ``(None, D_0 (d_0))``
-================================  ==========  ==============  ===============  ======================
+=============================  =========  ===========  =============  =====================
+parameter                      role       fan_in       fan_out        base shapes
+=============================  =========  ===========  =============  =====================
+token embedding ``E (V, D)``   embedding  ``V``        ``D``          ``(None, D_0)``
+positions ``P (max_len, D)``   embedding  ``max_len``  ``D``          ``(None, D_0)``
+``W_Q, W_K, W_V, W_O (D, D)``  hidden     ``D``        ``D``          ``(D_0, D_0)``
+``W_1 (D, r D)``               hidden     ``D``        ``r D``        ``(D_0, r D_0)``
+``W_2 (r D, D)``               hidden     ``r D``      ``D``          ``(r D_0, D_0)``
+readout ``W_R (D, V)``         readout    ``D``        ``V``          ``(D_0, None)``
+a layer's output bias          bias       1            its fan_out    ``(None, its base)``
+LayerNorm gains                norm       1            ``D`` (``d``)  ``(None, D_0 (d_0))``
+LayerNorm biases               bias       1            ``D`` (``d``)  ``(None, D_0 (d_0))``
+=============================  =========  ===========  =============  =====================
 
-with ``D = width``, ``D_0 = base_width``, ``r = mlp_ratio``, ``d_0 = base_width / heads``
+(``d``, ``d_0`` for the qk-layernorms) with ``D = width``, ``D_0 = base_width``,
+``r = mlp_ratio``, ``d_0 = base_width / heads``
 (the number of heads is fixed as the width grows, so the head dimension grows, as in
 Yang et al. 2022, Sec. 4) and ``V = vocab_size``; ``sigma = sigma_w`` for weights and
 embeddings and ``sigma_b`` for biases. So ``standard`` draws hidden weights
@@ -83,7 +84,7 @@ Oyallon & Bach 2019) and centering (``center``: ``f = alpha (g - g_0)``) are the
 Probes of the training instabilities (Wortsman et al. 2023, Sec. 3.1): ``activations``
 (every block's output, for the coordinate check), ``attention_logits`` and
 ``max_attention_logits`` (the largest ``|s_ts|`` per block, the attention-logit growth of
-Sec. 3.1.1 and Dehghani et al. 2023, Sec. 2.1); the output logits' log-partition is
+Sec. 3.1.1 and Dehghani et al. 2023, Sec. 2); the output logits' log-partition is
 measured by ``dynamics.observables_transformer.LogPartition``.
 """
 
@@ -362,7 +363,7 @@ class Transformer:
     def max_attention_logits(self, params, x, hparams: Mapping | None = None):
         """``(depth,)``: per block, ``max |s_ts|`` over the batch, the heads and the
         positions the causal mask allows (``s <= t``) (the attention-logit growth of
-        Dehghani et al. 2023, Sec. 2.1, and Wortsman et al. 2023, Sec. 3.1.1)."""
+        Dehghani et al. 2023, Sec. 2, and Wortsman et al. 2023, Sec. 3.1.1)."""
         logits = self.attention_logits(params, x, hparams)
         if not logits:
             return jnp.zeros((0,), jax.tree.leaves(params)[0].dtype)
