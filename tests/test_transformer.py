@@ -197,6 +197,11 @@ def test_the_causal_mask_future_tokens_leave_earlier_outputs_bitwise_unchanged(q
         # and the future does change (the test can fail)
         assert not np.allclose(np.asarray(before["logits"])[:, cut:],
                                np.asarray(after["logits"])[:, cut:])
+        # a prefix alone (fewer positions than the learned ones) gives the same outputs;
+        # other shapes, so float32 matmuls may round differently: 1e-6 relative
+        np.testing.assert_allclose(model.apply(params, x[:, :cut]),
+                                   np.asarray(before["logits"])[:, :cut], rtol=1e-5,
+                                   atol=1e-6)
 
 
 # -- parametrization -------------------------------------------------------------------------
