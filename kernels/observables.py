@@ -17,6 +17,12 @@ parameters, and reports
 * ``ntk_effective_rank``: the entropy effective rank ``exp(-sum_i p_i log p_i)`` of the
   eigenvalues, ``p_i = lambda_i / sum_j lambda_j`` (Roy & Vetterli 2007, Def. 1).
 
+Sequence models (outputs ``(n, T, O)``, targets per position): the output index runs over
+positions and outputs together, so ``K_t(x, x') = (1/(T O)) sum_{t, a} m_t(x) m_t(x')
+df_ta(x)/dtheta . df_ta(x')/dtheta`` with ``m`` the task's position mask (1 without one):
+positions outside the loss do not count, and ``Y`` is the masked one-hot targets flattened
+over positions and classes the same way.
+
 Everything is pure and batched over the runs of a sweep; under ``every > 1`` the loop
 evaluates it only at its own stride. ``K_0`` is computed once per run, at step 0, and
 carried as the observable's state (checkpointed with the run); ``traindyn bench ntk``
@@ -33,6 +39,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from dynamics import losses
 from dynamics.observables import Observable
 from kernels.empirical import METHODS, empirical_ntk
 
@@ -113,12 +120,20 @@ class KernelObservables(Observable):
     def coords(self):
         return {"ntk_index": list(range(self.top_k))}
 
+    def _mask(self, ctx):
+        """The probe rows' position mask of a masked task, else None."""
+        mask = losses.split(ctx.data["y_train" if self.split == "train" else "y_test"])[1]
+        return None if mask is None else mask[: self.probe_size]
+
     def _targets(self, ctx, n):
-        y = ctx.data["y_train" if self.split == "train" else "y_test"][:n]
-        if y.ndim == 1:  # class labels
+        y, mask = losses.split(ctx.data["y_train" if self.split == "train" else "y_test"])
+        y = y[:n]
+        if jnp.issubdtype(y.dtype, jnp.integer):  # class labels, per example or position
             n_classes = ctx.outputs(ctx.params, self.split, jnp.arange(1)).shape[-1]
             y = jax.nn.one_hot(y, n_classes)
-        return y
+        if mask is not None:
+            y = y * mask[:n, ..., None].astype(y.dtype)
+        return y.reshape(n, -1)
 
     def _kernel(self, ctx, params):
         """The traced empirical NTK at ``params`` on the probe examples."""
@@ -127,8 +142,13 @@ class KernelObservables(Observable):
             raise ValueError(f"KernelObservables.probe_size must be <= the {self.split} "
                              f"set's {n_split} examples, got {self.probe_size}")
 
+        mask = self._mask(ctx)
+
         def f(p, r):
-            return ctx.outputs(p, self.split, r)
+            out = ctx.outputs(p, self.split, r)
+            if mask is not None:  # positions outside the loss do not count
+                out = out * mask[r, ..., None].astype(out.dtype)
+            return out.reshape(out.shape[0], -1)  # (rows, positions x outputs)
 
         return empirical_ntk(f, params, jnp.arange(self.probe_size), method=self.method,
                              trace=True)
