@@ -7,7 +7,8 @@ _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices i
 
 from dynamics import coordinate_check, models, observables, optimizers, parametrization, tasks
 from dynamics.coordinate_check import CoordinateCheck, coord_check
-from dynamics.models import MLP, ConvNet, ResidualMLP, from_linen, from_nnx, with_mup
+from dynamics.models import (MLP, ConvNet, ResidualMLP, Transformer, from_linen, from_nnx,
+                             with_mup)
 from dynamics.optimizers import Optimizer
 from dynamics.spec import Spec
 from dynamics.storage import load, save
@@ -21,6 +22,7 @@ __all__ = [
     "Optimizer",
     "ResidualMLP",
     "Spec",
+    "Transformer",
     "coord_check",
     "coordinate_check",
     "from_linen",

@@ -5,6 +5,7 @@
 * ``mlp``: ``MLP`` and its public per-layer description (``MLP.layers``);
 * ``residual``: ``ResidualMLP`` (pre-activation blocks, depth-muP branch multipliers);
 * ``convnet``: ``ConvNet`` (SAME convolutions, global average pooling);
+* ``transformer``: ``Transformer`` (decoder-only, pre-LayerNorm, causal);
 * ``flax_adapter``: ``from_linen`` / ``from_nnx``, a user's flax model with its fields as
   sweep axes, batch statistics and dropout;
 * ``flax_mup``: ``with_mup``, a user's flax model in muP, its width dimensions inferred.
@@ -16,6 +17,7 @@ from dynamics.models.flax_mup import MuP, MuPModel, with_mup
 from dynamics.models.convnet import ConvNet
 from dynamics.models.mlp import MLP, Layer
 from dynamics.models.residual import ResidualMLP
+from dynamics.models.transformer import Transformer
 
-__all__ = ["ConvNet", "FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "ResidualMLP", "apply_scaled",
+__all__ = ["ConvNet", "FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "ResidualMLP", "Transformer", "apply_scaled",
            "from_linen", "from_nnx", "outputs", "with_mup"]
