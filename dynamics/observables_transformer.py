@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dynamics import losses
 from dynamics.observables import Observable
@@ -65,9 +66,13 @@ def log_partition_statistics(logits, mask=None) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class AttentionLogits(Observable):
-    """``max_attention_logit`` (dim ``block``): see the module doc."""
+    """``max_attention_logit`` (dim ``block``): see the module doc. ``blocks`` (the
+    coordinate ``block = 0..blocks-1``) is set from the model's ``depth`` when the spec is
+    built, so that a sweep over ``depth`` pads the shallower models' missing blocks with
+    NaN."""
 
     probe_size: int | None = None
+    blocks: int | None = None
     dims: ClassVar = {"max_attention_logit": ("block",)}
     descriptions: ClassVar = {
         "max_attention_logit": (
@@ -88,7 +93,10 @@ class AttentionLogits(Observable):
                              f"(max_attention_logits, e.g. dynamics.models.transformer."
                              f"Transformer), got {type(spec.model).__name__}")
         _check_rows(type(self).__name__, self.probe_size, spec)
-        return self
+        return dataclasses.replace(self, blocks=getattr(spec.model, "depth", None))
+
+    def coords(self):
+        return {} if self.blocks is None else {"block": np.arange(self.blocks)}
 
     def __call__(self, ctx):
         x = ctx.data["x_train"]

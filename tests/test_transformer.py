@@ -455,6 +455,22 @@ def test_trains_in_a_width_sweep_with_the_instability_observables(modular):
                                        m.max_attention_logits(params, x, hp), rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_depth_sweep_pads_the_missing_blocks(modular):
+    task = modular
+    model = Transformer(vocab_size=task.out_dim, width=8, heads=2, depth=1)
+    spec = td.Spec(model, task, td.optimizers.adam(1e-2), steps=1, log_every=1,
+                   observables=["loss", AttentionLogits()])
+    ds = td.sweep(spec, depth=[1, 2])
+    logit = ds.max_attention_logit.isel(step=0)
+    assert logit.dims == ("depth", "block") and list(ds.block.values) == [0, 1]
+    assert np.isnan(logit.sel(depth=1, block=1)) and np.isfinite(logit.sel(depth=2)).all()
+    # each tensor is drawn from its own path's key: block 0 starts the same at any depth
+    assert logit.sel(depth=1, block=0) == logit.sel(depth=2, block=0)
+    assert ds.block.attrs["long_name"] == "transformer block"
+    assert ds.max_attention_logit.attrs["definition"].startswith("max |s_ts| per block")
+
+
 def test_attention_logits_needs_attention():
     task = td.tasks.digits(n_train=16, n_test=8)
     with pytest.raises(ValueError, match=r"AttentionLogits needs a model with attention"):
