@@ -92,9 +92,15 @@ class CoordinateCheck(Observable):
         x = jax.ShapeDtypeStruct((self.probe_size, *spec.task.input_shape),
                                  spec.task.x_train.dtype)
         hp = {k: jax.ShapeDtypeStruct((), np.dtype(spec.dtype)) for k in spec.hparams()}
-        shapes = jax.eval_shape(lambda p, x, hp: _model_activations(spec.model, p, x, hp),
-                                spec.param_shapes(), x, hp)
-        return dataclasses.replace(self, modules=tuple(shapes))
+        names: list[str] = []
+
+        def activations(p, x, hp):  # records the layers' forward order (a pytree sorts)
+            acts = _model_activations(spec.model, p, x, hp)
+            names.extend(acts)
+            return acts
+
+        jax.eval_shape(activations, spec.param_shapes(), x, hp)
+        return dataclasses.replace(self, modules=tuple(names))
 
     def coords(self) -> dict[str, Any]:
         return {"module": list(self.modules or ())}

@@ -144,3 +144,40 @@ def test_coordinate_check_values_are_the_direct_computation():
                                    np.mean(np.abs(a2[name] - a0[name])), rtol=1e-12)
     assert (ds.sel(step=0).activation_change_l1 == 0).all()
     assert ds.activation_l1.attrs["long_name"] == "mean absolute activation"
+
+
+SEQ_TASK = td.tasks.markov_chain(vocab_size=32, seq_len=8, n_train=16, n_test=8, seed=0)
+TRANSFORMER_WIDTHS = [32, 128, 512]
+TRANSFORMER_LR = {("sgd", "mup"): 0.1, ("sgd", "standard"): 0.01, ("sgd", "ntk"): 0.3,
+                  ("adam", "mup"): 0.01, ("adam", "standard"): 1e-3, ("adam", "ntk"): 0.01}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, parametrization", [
+    ("sgd", "mup"), ("adam", "mup"), ("adam", "standard"), ("adam", "ntk")])
+def test_transformer_coordinate_check_exponents(family, parametrization):
+    # a 2-block pre-LN transformer (4 heads, base width 32) on next-token prediction,
+    # widths 32..512 (16x), two seeds, eps = 1e-12 so that Adam's first updates are
+    # lr * sign(g) at every width (muP's hidden gradients are O(1/width)). muP with a
+    # zero readout, as microsoft/mup advises: a Gaussian readout adds to every change
+    # a term W_R Δh / r of size sqrt(base/width), which at these small widths makes
+    # slopes of -0.1 to -0.18 (measured with SGD)
+    model = td.Transformer(vocab_size=32, width=32, depth=2, heads=4, base_width=32,
+                           parametrization=parametrization,
+                           zero_readout=parametrization == "mup")
+    opt = OPTIMIZERS[family](TRANSFORMER_LR[family, parametrization],
+                             **({"eps": 1e-12} if family == "adam" else {}))
+    spec = td.Spec(model, SEQ_TASK, opt, steps=3, log_every=1)
+    ds, _ = td.coord_check(spec, TRANSFORMER_WIDTHS, steps=3, seeds=(0, 1), probe_size=8,
+                           progress=False)
+    modules = list(ds.module.values)
+    assert modules[0] == "embedding" and modules[-1] == "logits"  # forward order
+    after = cc.slopes(ds).sel(step=[1, 2, 3])
+    print(family, parametrization, after.round(2).values.tolist())
+    if parametrization == "mup":
+        assert np.abs(after).max() <= 0.15
+    elif parametrization == "standard":
+        assert after.sel(module="logits").min() >= 0.7
+    else:
+        hidden = [m for m in modules if m.endswith("mlp_hidden")]
+        np.testing.assert_allclose(after.sel(module=hidden), -0.5, atol=0.15)
