@@ -8,20 +8,21 @@ Hayou (2023), "Tensor Programs VI: Feature learning in infinite-depth neural net
 branch ``u^l`` uncorrelated with ``h^l``, so its variance is multiplied by
 ``1 + b_L^2 c`` per block: with ``b_L = 1`` (no branch scaling) it grows as
 ``(1 + c)^L``, exponentially in the depth ``L``; with the branches ``b_L = 1/sqrt(L)``
-of both papers it is ``(1 + c/L)^L <= exp(c)``, bounded (Bordelon et al., Sec. 3, the
-product ``prod_l (1 + beta_0^2 sigma^2/L)``; Tensor Programs VI, Depth-muP's block
-multiplier ``a/sqrt(L)``). Combined with muP in width (the readout divided by
+of both papers it is ``(1 + c/L)^L <= exp(c)``, bounded (Bordelon et al.: the product
+``prod_l (1 + beta_0^2 sigma^2/L)`` of their infinite-depth analysis; Tensor Programs VI:
+Depth-muP's block multiplier ``a/sqrt(L)``). Combined with muP in width (the readout divided by
 ``gamma0 N``, SGD learning rates times ``gamma0^2 N``) the ``1/sqrt(L)`` branches make the
 training dynamics converge as the depth grows, and the best learning rate of a shallow
 network is that of a deep one; with ``b_L = 1`` and muP in width alone the best
 learning rate falls with depth (Bordelon et al., Fig. 1: convolutional ResNets on
-CIFAR-10 trained by SGD, "muP" against "muP + 1/sqrt(L)"; Tensor Programs VI, Fig. 1 and
-Sec. 9: resnets of one-layer MLP blocks on CIFAR-10, widths 256, depths ``2^3..2^10``).
+CIFAR-10 trained by SGD, "muP" against "muP + 1/sqrt(L)"; Tensor Programs VI: resnets
+of one-layer MLP blocks on CIFAR-10, depths up to about a thousand blocks).
 
 The depth rule for SGD is the one both papers give: branch ``1/sqrt(L)``, learning rate
-independent of ``L`` (Bordelon et al. eq. 1 and Sec. 3; Tensor Programs VI's Depth-muP
-for SGD). For Adam, Tensor Programs VI's Depth-muP also divides the learning rate by
-``sqrt(L)``; this experiment is the SGD one (Bordelon et al.'s Fig. 1), and
+independent of ``L`` (Bordelon et al.'s parametrization; Tensor Programs VI's Depth-muP
+for SGD). For Adam, Tensor Programs VI's Depth-muP also divides the block weights'
+learning rate by ``sqrt(L)``; this experiment is the SGD one (Bordelon et al.'s Fig. 1,
+no Adam runs here), and
 ``dynamics.models.residual.ResidualMLP`` leaves a depth-dependent learning rate to the
 user's ``lr``.
 
@@ -35,8 +36,8 @@ resnets, no biases):
    infinite-width NNGP diagonal (``kernels.nngp``, the residual recursion of
    ``kernels.residual``): for ReLU without biases ``Sigma^{l+1} = Sigma^l (1 + b_L^2
    sigma_w^2 / 2)``, so ``(3/2)^L`` growth without scaling, and under ``1/sqrt(L)`` the
-   limit ``Sigma^1 exp(sigma_w^2/2)`` as ``L -> infinity`` (Bordelon et al., the
-   ``L -> infinity`` product; times the readout's ``sigma_w^2/2``).
+   limit ``Sigma^1 exp(sigma_w^2/2)`` as ``L -> infinity`` (the ``L -> infinity``
+   product of Bordelon et al.; times the readout's ``sigma_w^2/2``).
 2. **Learning-rate transfer across depth**: full-batch gradient descent with cross-entropy
    on ``n_train`` of scikit-learn's digits, muP in width (Bordelon & Pehlevan's form,
    ``gamma0 = 1``) at a fixed width, depths spanning a factor 8, branch exponent 0 and
@@ -48,7 +49,11 @@ Scale, against the papers': Bordelon et al. train ResNets of width up to 512 and
 to ~100 blocks (conv) for 10-20 epochs of CIFAR-10 on GPUs; Tensor Programs VI resnets of
 width 256 and depth up to 1024. Here (2 CPU cores) the widths are 64 (``quick``) and
 128 (``full``), the depths 2..16 and 4..32, a few hundred images of digits and 50 to 100
-full-batch steps: the same ratios (depth range 8x, grid factor 2) at a smaller scale. In
+full-batch steps: the same ratios (depth range 8x, grid factor 2) at a smaller scale
+(the variance part: widths 128 and 256, depths up to ``N/8``, 256 initialisations). The
+``full`` grid reaches down to ``2^-14`` because without branch scaling the best learning
+rate of depth 32 lies below ``2^-8`` (measured while building this: at ``2^-8`` the loss
+is 0.78, at ``2^-7`` 1.8, and from ``2^-6`` on every run diverges). In
 that budget the training set is nearly fitted at the best learning rates, so the loss
 curves' minima are sharp near the divergence edge, as in Bordelon et al.'s Fig. 1.
 
@@ -65,10 +70,13 @@ Claims (measured values in ``summary.json``):
   seeds and 10 outputs per seed (independent given the features) the relative standard
   error of ``E[g^2]`` is ``sqrt(2/(10 S) + v/S)``, ``v`` the relative variance of the
   features' squared norm, which at finite width grows with ``L/N`` without scaling
-  (log-normal fluctuations of the stream's norm, Hanin & Nica 2019); at the deepest
-  unscaled depths it is measured ``v <~ 1`` here, so ``S = 256`` gives ``<= 0.07`` and
-  0.2 is about three standard errors; the finite-width bias of the mean (``O(L/N)`` per
-  the same fluctuations, the NNGP being the ``N -> infinity`` limit) adds a few percent;
+  (log-normal fluctuations of the stream's norm, Hanin & Nica 2019, "Products of many
+  large random matrices and gradients in deep neural networks"). The depths of this part
+  stop at ``L = N/8``, where the per-seed second moment's relative spread is measured
+  0.66 without scaling (0.24 with it), so ``S = 256`` seeds give a standard error of
+  0.04 and 0.2 is five of them; the finite-width bias of the mean (the NNGP is the
+  ``N -> infinity`` limit; measured +1% to +7% here, growing with ``L/N``) takes up part
+  of that margin;
 * ``sqrt_depth_variance_bounded``: under ``1/sqrt(L)`` the largest empirical variance
   over all depths is at most the NNGP's ``L -> infinity`` limit times ``exp(0.2)`` (the
   same tolerance); the unscaled variance at the largest depth exceeds it by orders of
@@ -103,8 +111,8 @@ PRESETS = {
     "quick": dict(var_width=128, var_depths=(1, 2, 4, 8, 16), var_seeds=256,
                   width=64, depths=(2, 4, 8, 16), log2_lrs=(-8, 4), steps=50, n_train=256,
                   seeds=2),
-    "full": dict(var_width=256, var_depths=(1, 2, 4, 8, 16, 32), var_seeds=512,
-                 width=128, depths=(4, 8, 16, 32), log2_lrs=(-8, 4), steps=100,
+    "full": dict(var_width=256, var_depths=(1, 2, 4, 8, 16, 32), var_seeds=256,
+                 width=128, depths=(4, 8, 16, 32), log2_lrs=(-14, 4), steps=100,
                  n_train=256, seeds=2),
 }
 # Running times (SECONDS, see experiments/__init__.py), measured on 2 CPU cores.
@@ -149,7 +157,7 @@ def nngp_limit(x) -> float:
     """The NNGP output variance of the ``1/sqrt(L)`` network as ``L -> infinity`` (ReLU,
     no biases, NTK parametrization): ``Sigma^1 = sigma_w^2 |x|^2/D``, the stream's
     ``Sigma^1 prod_l (1 + sigma_w^2/(2L)) -> Sigma^1 exp(sigma_w^2/2)`` (Bordelon et al.
-    2023, Sec. 3), and the readout on ``relu`` gives ``sigma_w^2/2`` of it; mean over the
+    2023), and the readout on ``relu`` gives ``sigma_w^2/2`` of it; mean over the
     inputs."""
     sigma1 = SIGMA_W ** 2 * np.sum(np.asarray(x, np.float64) ** 2, -1) / x.shape[-1]
     return float(np.mean(SIGMA_W ** 2 / 2 * sigma1 * math.exp(SIGMA_W ** 2 / 2)))
@@ -270,7 +278,7 @@ def plot(ds, path) -> None:
                        color=line.get_color(), lw=0.6, ls=":")
         ax.set(xlabel="SGD learning rate (times gamma0^2 N)",
                ylabel=f"training loss after {ds.attrs['steps']} steps", yscale="log",
-               ylim=(1e-3, 4),
+               ylim=(0.5 * float(loss.min()), 4),
                title=f"{label}, width {ds.attrs['width']}")
         ax.legend(fontsize=7)
     fig.suptitle(TITLE, fontsize=9)
