@@ -21,10 +21,9 @@ of one-layer MLP blocks on CIFAR-10, depths up to about a thousand blocks).
 The depth rule for SGD is the one both papers give: branch ``1/sqrt(L)``, learning rate
 independent of ``L`` (Bordelon et al.'s parametrization; Tensor Programs VI's Depth-muP
 for SGD). For Adam, Tensor Programs VI's Depth-muP also divides the block weights'
-learning rate by ``sqrt(L)``; this experiment is the SGD one (Bordelon et al.'s Fig. 1,
-no Adam runs here), and
-``dynamics.models.residual.ResidualMLP`` leaves a depth-dependent learning rate to the
-user's ``lr``.
+learning rate by ``sqrt(L)``; this experiment is the SGD one (Bordelon et al.'s Fig. 1;
+no Adam runs here), and ``dynamics.models.residual.ResidualMLP`` leaves a depth-dependent
+learning rate to the user's ``lr``.
 
 Here (``td.ResidualMLP``: one ReLU weight layer per block, as Tensor Programs VI's
 resnets, no biases):
@@ -45,17 +44,18 @@ resnets, no biases):
    steps, mean over seeds; the best learning rate at each depth is the grid point of
    least loss (a grid point where any seed diverged is never the best).
 
-Scale, against the papers': Bordelon et al. train ResNets of width up to 512 and depth up
-to ~100 blocks (conv) for 10-20 epochs of CIFAR-10 on GPUs; Tensor Programs VI resnets of
-width 256 and depth up to 1024. Here (2 CPU cores) the widths are 64 (``quick``) and
+Scale, against the papers': Bordelon et al. train convolutional ResNets and Vision
+Transformers on CIFAR-10 and ImageNet on accelerators; Tensor Programs VI trains resnets of
+hundreds of blocks and more. Here (2 CPU cores) the widths are 64 (``quick``) and
 128 (``full``), the depths 2..16 and 4..32, a few hundred images of digits and 50 to 100
 full-batch steps: the same ratios (depth range 8x, grid factor 2) at a smaller scale
 (the variance part: widths 128 and 256, depths up to ``N/8``, 256 initialisations). The
 ``full`` grid reaches down to ``2^-14`` because without branch scaling the best learning
 rate of depth 32 lies below ``2^-8`` (measured while building this: at ``2^-8`` the loss
-is 0.78, at ``2^-7`` 1.8, and from ``2^-6`` on every run diverges). In
-that budget the training set is nearly fitted at the best learning rates, so the loss
-curves' minima are sharp near the divergence edge, as in Bordelon et al.'s Fig. 1.
+is 0.78, at ``2^-7`` 1.8, and from ``2^-6`` on every run diverges; with the grid to
+``2^-14`` its best is ``2^-11``, loss 0.22). In that budget the training set is nearly
+fitted at the best learning rates (loss ~1e-3 under depth-muP), so the loss curves'
+minima sit close to the divergence edge.
 
 Claims (measured values in ``summary.json``):
 
@@ -75,8 +75,8 @@ Claims (measured values in ``summary.json``):
   stop at ``L = N/8``, where the per-seed second moment's relative spread is measured
   0.66 without scaling (0.24 with it), so ``S = 256`` seeds give a standard error of
   0.04 and 0.2 is five of them; the finite-width bias of the mean (the NNGP is the
-  ``N -> infinity`` limit; measured +1% to +7% here, growing with ``L/N``) takes up part
-  of that margin;
+  ``N -> infinity`` limit; measured -0.2% to +10% here, largest at ``L = N/8`` without
+  scaling) takes up part of that margin;
 * ``sqrt_depth_variance_bounded``: under ``1/sqrt(L)`` the largest empirical variance
   over all depths is at most the NNGP's ``L -> infinity`` limit times ``exp(0.2)`` (the
   same tolerance); the unscaled variance at the largest depth exceeds it by orders of
