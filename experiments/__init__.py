@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "grokking": "experiments.grokking",
     "dmft-kernels": "experiments.dmft_kernels",
     "mup-transfer": "experiments.mup_transfer",
+    "residual-depth": "experiments.residual_depth",
 }
 
 

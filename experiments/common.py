@@ -97,3 +97,13 @@ def execute(module, preset: str = "quick", out: str | pathlib.Path | None = None
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def best_grid_point(final_loss, diverged, dim: str = "lr", over: str = "seed"):
+    """``(log2 of the best value of dim, loss there)``: the grid point of ``dim`` (a
+    learning rate, by default) with the least ``final_loss`` averaged over ``over``, a
+    diverged run counting as infinitely bad (so a grid point where any seed diverged is
+    never the best). Both results keep every other dimension."""
+    loss = final_loss.where(~diverged, np.inf).mean(over).fillna(np.inf)
+    best = np.log2(loss[dim].isel({dim: loss.argmin(dim)}))
+    return best.drop_vars(dim, errors="ignore"), loss.min(dim)
