@@ -36,7 +36,13 @@ cross-entropy is known); its muP is microsoft/mup's form at the base width (stan
 at the base shapes: ``1/d`` attention, ``MuReadout``, Adam hidden learning rates
 ``1/r``).
 
-Claims, for each architecture (measured values in ``summary.json``):
+Presets: ``quick`` runs both coordinate checks and the MLP's learning-rate sweep (widths
+32..512); ``full`` adds the Transformer's learning-rate sweep (widths 16..256, base 16)
+and widens the MLP's. The paper's Fig. 1 trains Transformers of width 128..8192 on
+WikiText-2 for thousands of steps on GPUs; here every run fits 2 CPU cores.
+
+Claims, for each architecture (measured values in ``summary.json``; the learning-rate
+claims for the architectures whose sweep the preset runs):
 
 * ``{arch}_mup_coordinates_flat``: under muP, every layer's activation change has a
   width slope of magnitude at most 0.1 at every step (Tensor Programs V, Fig. 5);
@@ -56,7 +62,7 @@ import xarray as xr
 
 import dynamics as td
 from dynamics import coordinate_check
-from experiments.common import Claim
+from experiments.common import Claim, best_grid_point
 
 NAME = "mup-transfer"
 TITLE = ("Hyperparameter transfer across width (Tensor Programs V): coordinate check and "
@@ -65,11 +71,19 @@ TITLE = ("Hyperparameter transfer across width (Tensor Programs V): coordinate c
 MLP = dict(coord_widths=(64, 128, 256, 512, 1024), coord_lr=1e-2, coord_steps=3,
            widths=(32, 64, 128, 256, 512), log2_lrs=(-12, 2), steps=20, n_train=512,
            seeds=2)
+# the transformer's coordinate check: widths 32..512 (base 32, 4 heads), sequences of 8
+# tokens; its learning-rate sweep (widths 16..256, base 16) only in the full preset
+TRANSFORMER = dict(coord_widths=(32, 64, 128, 256, 512), coord_lr=1e-3, coord_steps=3,
+                   widths=None, n_train=16, seq_len=8, seeds=2)
 PRESETS = {
-    "quick": dict(archs={"mlp": MLP}),
-    "full": dict(archs={"mlp": {**MLP, "widths": (64, 128, 256, 512, 1024, 2048),
-                                "log2_lrs": (-14, 2), "steps": 50, "n_train": 2048,
-                                "seeds": 3}}),
+    "quick": dict(archs={"mlp": MLP, "transformer": TRANSFORMER}),
+    "full": dict(archs={
+        "mlp": {**MLP, "coord_widths": (64, 128, 256, 512, 1024, 2048),
+                "widths": (64, 128, 256, 512, 1024), "log2_lrs": (-14, 2), "steps": 50,
+                "n_train": 2048, "seeds": 3},
+        "transformer": {**TRANSFORMER, "widths": (16, 32, 64, 128, 256),
+                        "log2_lrs": (-10, 0), "steps": 20, "n_train": 128, "seq_len": 16,
+                        "seeds": 2}}),
 }
 # Running times (SECONDS, see experiments/__init__.py), measured on 2 CPU cores.
 SECONDS = {"quick": None, "full": None}
@@ -82,7 +96,7 @@ PARAMETRIZATIONS = ("standard", "mup")
 ADAM_EPS = 1e-12  # below every gradient entry (module doc)
 
 
-def mlp_spec(width, parametrization, lr, steps, n_train, log_every=None):
+def mlp_spec(width, parametrization, lr, steps, n_train, log_every=None, seq_len=None):
     task = td.tasks.gaussian_mixture(n_classes=10, dim=40, separation=1.0, n_train=n_train,
                                      n_test=200, seed=0, loss="cross_entropy")
     model = td.MLP(width=width, depth=2, out_dim=10, activation="relu",
@@ -91,7 +105,18 @@ def mlp_spec(width, parametrization, lr, steps, n_train, log_every=None):
                    log_every=log_every or steps, observables=("loss",))
 
 
-SPECS = {"mlp": mlp_spec}
+def transformer_spec(width, parametrization, lr, steps, n_train, log_every=None,
+                     seq_len=16, base_width=None):
+    task = td.tasks.markov_chain(vocab_size=32, seq_len=seq_len, n_train=n_train,
+                                 n_test=16, seed=0)
+    model = td.Transformer(vocab_size=32, width=width, depth=2, heads=4,
+                           base_width=base_width or width, parametrization=parametrization,
+                           zero_readout=parametrization == "mup")
+    return td.Spec(model, task, td.optimizers.adam(lr, eps=ADAM_EPS), steps=steps,
+                   log_every=log_every or steps, observables=("loss",))
+
+
+SPECS = {"mlp": mlp_spec, "transformer": transformer_spec}
 
 
 def _prefixed(ds, arch, keep=("seed", "parametrization")):
@@ -102,21 +127,29 @@ def _prefixed(ds, arch, keep=("seed", "parametrization")):
     return ds.rename({**dims, **names})
 
 
-def run_arch(arch, coord_widths, coord_lr, coord_steps, widths, log2_lrs, steps, n_train,
-             seeds):
+def run_arch(arch, coord_widths, coord_lr, coord_steps, widths, n_train, seeds,
+             log2_lrs=None, steps=None, seq_len=None):
     make = SPECS[arch]
+    extra = {} if seq_len is None else {"seq_len": seq_len}
     parts = []
     for p in PARAMETRIZATIONS:
-        spec = make(coord_widths[0], p, coord_lr, coord_steps, n_train, log_every=1)
-        ds, _ = td.coord_check(spec, coord_widths, coord_steps, seeds=range(seeds))
+        if arch == "transformer":
+            extra["base_width"] = coord_widths[0]
+        spec = make(coord_widths[0], p, coord_lr, coord_steps, n_train, log_every=1, **extra)
+        ds, _ = td.coord_check(spec, coord_widths, coord_steps, seeds=range(seeds),
+                               probe_size=min(32, n_train))
         parts.append(ds[["activation_change_l1", "activation_l1"]]
                      .expand_dims(parametrization=[p]))
     coord = xr.concat(parts, "parametrization").rename(width="coord_width",
                                                        step="coord_step")
+    if widths is None:
+        return _prefixed(coord, arch)
     lrs = [2.0 ** k for k in range(log2_lrs[0], log2_lrs[1] + 1)]
     parts = []
     for p in PARAMETRIZATIONS:
-        spec = make(widths[0], p, lrs[0], steps, n_train)
+        if arch == "transformer":
+            extra["base_width"] = widths[0]
+        spec = make(widths[0], p, lrs[0], steps, n_train, **extra)
         ds = td.sweep(spec, seed=list(range(seeds)), lr=lrs, width=list(widths))
         final = ds.train_loss.isel(step=-1).rename("final_loss")
         parts.append(final.to_dataset().assign(
@@ -142,13 +175,11 @@ def _coords(ds, arch):
 
 
 def best_lrs(ds, arch):
-    """``(log2 best lr, loss there)`` per parametrization and width (mean over seeds;
-    diverged runs count as infinitely bad)."""
-    loss = ds[f"{arch}_final_loss"].where(~ds[f"{arch}_diverged"], np.inf).mean("seed")
-    loss = loss.fillna(np.inf)
-    idx = loss.argmin(f"{arch}_lr")
-    best = np.log2(ds[f"{arch}_lr"].isel({f"{arch}_lr": idx}))
-    return best.drop_vars(f"{arch}_lr", errors="ignore"), loss.min(f"{arch}_lr")
+    """``(log2 best lr, loss there)`` per parametrization and width
+    (``experiments.common.best_grid_point``: mean over seeds, a diverged run infinitely
+    bad)."""
+    return best_grid_point(ds[f"{arch}_final_loss"], ds[f"{arch}_diverged"],
+                           dim=f"{arch}_lr")
 
 
 def check(ds) -> list[Claim]:
@@ -157,9 +188,6 @@ def check(ds) -> list[Claim]:
         slope = coordinate_check.slopes(_coords(ds, arch)).sel(step=slice(1, None))
         mup, sp = slope.sel(parametrization="mup"), slope.sel(parametrization="standard")
         output = str(sp.module.values[-1])
-        best, loss = best_lrs(ds, arch)
-        w = f"{arch}_width"
-        shift = (best.max(w) - best.min(w))
         claims += [
             Claim(f"{arch}_mup_coordinates_flat", float(np.abs(mup).max()), FLAT, "<=",
                   description="max over layers and steps of |width slope| of mean |h_t - "
@@ -167,6 +195,13 @@ def check(ds) -> list[Claim]:
             Claim(f"{arch}_sp_output_grows", float(sp.sel(module=output).min()), GROWS, ">=",
                   description="min over steps of the width slope of the output's mean "
                   "|g_t - g_0| under SP (Adam)"),
+        ]
+        if f"{arch}_final_loss" not in ds:
+            continue
+        best, loss = best_lrs(ds, arch)
+        w = f"{arch}_width"
+        shift = (best.max(w) - best.min(w))
+        claims += [
             Claim(f"{arch}_mup_best_lr_stable", float(shift.sel(parametrization="mup")),
                   STABLE, "<=", description="grid points (log2) between the largest and "
                   "smallest best learning rate across widths, muP"),
@@ -197,6 +232,10 @@ def plot(ds, path) -> None:
             ax.set(xlabel="width", ylabel=f"mean |h_t - h_0| at t = {last}",
                    title=f"{arch}: coordinate check, {p}")
             ax.legend(fontsize=6)
+        if f"{arch}_final_loss" not in ds:
+            for ax in row[2:]:
+                ax.set_axis_off()
+            continue
         loss = ds[f"{arch}_final_loss"].mean("seed")
         best, _ = best_lrs(ds, arch)
         for ax, p in zip(row[2:], PARAMETRIZATIONS):
