@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "grokking": "experiments.grokking",
     "dmft-kernels": "experiments.dmft_kernels",
     "mup-transfer": "experiments.mup_transfer",
+    "softmax-collapse": "experiments.softmax_collapse",
 }
 
 
