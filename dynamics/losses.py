@@ -24,9 +24,9 @@ Accuracy is the (masked) fraction of positions whose arg-max output is the label
 ``mse`` on one-hot targets, the arg-max of the target).
 
 StableMax (Prieto, Barsbey, Mediano & Birdal 2025, "Grokking at the edge of numerical
-stability", ICLR 2025, their definitions of ``s`` and of StableMax) replaces the exponential of the
-softmax by a function that grows linearly for positive and decays like ``1/|x|`` for
-negative logits,
+stability", ICLR 2025, their definitions of ``s`` and of StableMax) replaces the
+exponential of the softmax by a function that grows linearly for positive and decays like
+``1/|x|`` for negative logits,
 
 .. math::
 
