@@ -22,6 +22,25 @@ is ``(2/P) X^T X`` and gradient flow in function space reads
 
 Accuracy is the (masked) fraction of positions whose arg-max output is the label (for
 ``mse`` on one-hot targets, the arg-max of the target).
+
+StableMax (Prieto, Barsbey, Mediano & Birdal 2025, "Grokking at the edge of numerical
+stability", ICLR 2025, their definitions of ``s`` and of StableMax) replaces the
+exponential of the softmax by a function that grows linearly for positive and decays like
+``1/|x|`` for negative logits,
+
+.. math::
+
+    s(x) = \begin{cases} x + 1 & x \ge 0 \\ 1 / (1 - x) & x < 0 \end{cases}, \qquad
+    \mathrm{StableMax}(f)_k = \frac{s(f_k)}{\sum_j s(f_j)}, \qquad
+    l_i^{\mathrm{stablemax}} = -\log \mathrm{StableMax}(f_i)_{y_i},
+
+(``stablemax_cross_entropy``; ``s`` is continuous with ``s(0) = s'(0) = 1`` and positive,
+so StableMax is a distribution with the arg-max of the logits). ``log_stablemax`` is
+``log StableMax(f)``: since it is a vector of log-probabilities, the softmax
+cross-entropy of ``log_stablemax(f)`` is the StableMax cross-entropy of ``f``, which is how
+a task with ``loss="cross_entropy"`` trains with StableMax (a model whose outputs are
+``log_stablemax`` of its logits). The StableMax loss is not one of ``LOSSES`` (the names a
+``Task`` takes): its targets are those of ``cross_entropy``.
 """
 
 from __future__ import annotations
@@ -75,6 +94,29 @@ def mse(outputs, targets):
 def cross_entropy(outputs, targets):
     labels, mask = split(targets)
     logp = jax.nn.log_softmax(outputs, axis=-1)
+    terms = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    return _reduce(terms, mask)
+
+
+def stablemax_s(x):
+    """``s(x) = x + 1`` for ``x >= 0``, ``1 / (1 - x)`` for ``x < 0`` (module doc; Prieto et
+    al. 2025). The negative branch is evaluated at ``min(x, 0)`` so that neither
+    branch produces an infinity or a NaN gradient under ``jnp.where``."""
+    negative = 1.0 / (1.0 - jnp.minimum(x, 0.0))
+    return jnp.where(x >= 0, x + 1.0, negative)
+
+
+def log_stablemax(outputs):
+    """``log StableMax(f) = log s(f) - log sum_j s(f_j)`` over the last axis (module doc)."""
+    s = stablemax_s(outputs)
+    return jnp.log(s) - jnp.log(jnp.sum(s, axis=-1, keepdims=True))
+
+
+def stablemax_cross_entropy(outputs, targets):
+    """``-log StableMax(f_i)_{y_i}``, reduced as every loss (module doc); integer labels,
+    optionally ``Masked``, as for ``cross_entropy``."""
+    labels, mask = split(targets)
+    logp = log_stablemax(outputs)
     terms = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
     return _reduce(terms, mask)
 

@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "dmft-kernels": "experiments.dmft_kernels",
     "mup-transfer": "experiments.mup_transfer",
     "residual-depth": "experiments.residual_depth",
+    "softmax-collapse": "experiments.softmax_collapse",
 }
 
 
