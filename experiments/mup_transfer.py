@@ -155,13 +155,13 @@ def run_arch(arch, coord_widths, coord_lr, coord_steps, widths, n_train, seeds,
         parts.append(final.to_dataset().assign(
             diverged=(ds.diverged_at >= 0)).expand_dims(parametrization=[p]))
     transfer = xr.concat(parts, "parametrization").drop_vars("step")
-    return _prefixed(xr.merge([coord, transfer]), arch).assign_attrs(
-        {f"{arch}_steps": steps})
+    merged = xr.merge([coord, transfer], combine_attrs="drop_conflicts")
+    return _prefixed(merged, arch).assign_attrs({f"{arch}_steps": steps})
 
 
 def run(archs):
     return xr.merge([run_arch(arch, **cfg) for arch, cfg in archs.items()],
-                    combine_attrs="no_conflicts").assign_attrs(archs=list(archs))
+                    combine_attrs="drop_conflicts").assign_attrs(archs=list(archs))
 
 
 def _coords(ds, arch):
