@@ -5,7 +5,8 @@ from dynamics import runtime as _runtime
 
 _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices if asked
 
-from dynamics import coordinate_check, models, observables, optimizers, parametrization, tasks
+from dynamics import (coordinate_check, models, numerical_stability, observables,
+                      observables_transformer, optimizers, parametrization, tasks)
 from dynamics.coordinate_check import CoordinateCheck, coord_check
 from dynamics.models import (MLP, ConvNet, ResidualMLP, Transformer, from_linen, from_nnx,
                              with_mup)
@@ -30,7 +31,9 @@ __all__ = [
     "init_params",
     "load",
     "models",
+    "numerical_stability",
     "observables",
+    "observables_transformer",
     "optimizers",
     "parametrization",
     "run",
