@@ -79,10 +79,10 @@ PRESETS = {
     "quick": dict(archs={"mlp": MLP, "transformer": TRANSFORMER}),
     "full": dict(archs={
         "mlp": {**MLP, "coord_widths": (64, 128, 256, 512, 1024, 2048),
-                "widths": (64, 128, 256, 512, 1024), "log2_lrs": (-14, 2), "steps": 50,
-                "n_train": 2048, "seeds": 3},
+                "widths": (64, 128, 256, 512, 1024), "log2_lrs": (-14, 2), "steps": 30,
+                "n_train": 1024, "seeds": 2},
         "transformer": {**TRANSFORMER, "widths": (16, 32, 64, 128, 256),
-                        "log2_lrs": (-10, 0), "steps": 20, "n_train": 128, "seq_len": 16,
+                        "log2_lrs": (-10, 0), "steps": 20, "n_train": 64, "seq_len": 16,
                         "seeds": 2}}),
 }
 # Running times (SECONDS, see experiments/__init__.py), measured on 2 CPU cores.

@@ -434,3 +434,48 @@ def test_coordinate_check_through_the_flax_activations():
         assert 0.7 < ratio < 1.4, (layer, ratio)
     # SP: the hidden layer's change grows with width (measured 7.8 from 64 to 1024)
     assert change["sp", 1024]["Dense_1"] > 4 * change["sp", 64]["Dense_1"]
+
+
+# flax path of the GPT block -> the path of the same parameter in td.Transformer
+TRANSFORMER_NAMES = {
+    "embed/embedding": "embedding.tokens", "positions": "embedding.positions",
+    "ln1/scale": "blocks.0.norm1.gain", "ln1/bias": "blocks.0.norm1.bias",
+    "ln2/scale": "blocks.0.norm2.gain", "ln2/bias": "blocks.0.norm2.bias",
+    "ln_f/scale": "final_norm.gain", "ln_f/bias": "final_norm.bias",
+    "up/kernel": "blocks.0.mlp.hidden.w", "up/bias": "blocks.0.mlp.hidden.b",
+    "down/kernel": "blocks.0.mlp.out.w", "down/bias": "blocks.0.mlp.out.b",
+    "lm_head/kernel": "readout.w", "lm_head/bias": "readout.b",
+    **{f"attn/{a}/{p}": f"blocks.0.attention.{a}.{q}"
+       for a in ("query", "key", "value", "out") for p, q in (("kernel", "w"), ("bias", "b"))}}
+
+
+@pytest.mark.parametrize("width", [64, 256])
+def test_width_inference_gives_the_builtin_transformers_multipliers(width):
+    """The flax GPT block in muP by width inference and td.Transformer (one block, the same
+    base width) have the same role, forward multiplier and SGD / Adam learning-rate
+    multiplier for every parameter: both come from role_scale, one by inferred shapes and
+    one by declared roles, so they agree exactly (products of small integer ratios)."""
+    user = with_mup(td.from_linen(GPT, width=width), tokens(), base=dict(width=BASE),
+                    readout="lm_head").table()
+    gpt = REFERENCE["gpt"]
+    builtin = td.Transformer(vocab_size=gpt["vocab"], width=width, depth=1,
+                             heads=gpt["heads"], base_width=BASE, max_len=gpt["positions"],
+                             parametrization="mup")
+    described = {}
+    for family in ("sgd", "adam"):
+        for p in jax.tree.leaves(builtin.parameters(gpt["positions"], None, family),
+                                 is_leaf=lambda x: hasattr(x, "path")):
+            described.setdefault(p.path, {})[family] = p
+    assert set(TRANSFORMER_NAMES.values()) == set(described)
+    for path, name in TRANSFORMER_NAMES.items():
+        ours, theirs = user[path], described[name]
+        # the readout's bias has no width dimension: "fixed" there, "bias" in the table
+        # of declared roles, with the same scales (multiplier and learning rates 1); a
+        # raw parameter ("positions") is inferred "input", declared "embedding": both
+        # vector-like, with the same rules
+        vector = {"input", "embedding", "bias", "norm"}
+        if ours.role != "fixed" and not {ours.role, theirs["sgd"].role} <= vector:
+            assert ours.role == theirs["sgd"].role, path
+        assert ours.multiplier == theirs["sgd"].scale.multiplier, path
+        assert ours.lr_sgd == theirs["sgd"].scale.lr_multiplier, path
+        assert ours.lr_adam == theirs["adam"].scale.lr_multiplier, path
