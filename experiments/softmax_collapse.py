@@ -117,9 +117,10 @@ TITLE = "Softmax collapse, StableMax and ⊥Grad (Prieto et al. 2025)"
 VARIANTS = ("softmax_float32", "softmax_float64", "stablemax", "orthogonal")
 
 PRESETS = {
+    # quick leaves StableMax out: it needs the full preset's 12,000 steps to generalise
+    # (measured: test accuracy 0.33 after 2,500 steps, 0.93 after 12,000)
     "quick": dict(p=59, train_fraction=0.7, width=200, lr=0.01, log_every=50, seeds=1,
-                  steps=dict(softmax_float32=2500, softmax_float64=2500, stablemax=2500,
-                             orthogonal=500)),
+                  steps=dict(softmax_float32=2500, softmax_float64=2500, orthogonal=500)),
     "full": dict(p=59, train_fraction=0.7, width=200, lr=0.01, log_every=100, seeds=1,
                  steps=dict(softmax_float32=3000, softmax_float64=3000, stablemax=12000,
                             orthogonal=1000)),
@@ -184,11 +185,13 @@ def make_spec(variant, p, train_fraction, width, lr, steps, log_every) -> td.Spe
 
 def run(p, train_fraction, width, lr, steps, log_every, seeds):
     """One sweep over seeds per variant, concatenated along ``variant``; ``steps`` maps
-    each variant to its number of steps (the shorter runs are NaN past their end)."""
-    _require(isinstance(steps, dict) and set(steps) == set(VARIANTS), "steps", steps,
-             f"a dict with the keys {list(VARIANTS)}")
+    each variant to run (all but ``stablemax`` are needed) to its number of steps (the
+    shorter runs are NaN past their end)."""
+    needed = set(VARIANTS) - {"stablemax"}
+    _require(isinstance(steps, dict) and needed <= set(steps) <= set(VARIANTS), "steps",
+             steps, f"a dict with the keys {sorted(needed)} and optionally 'stablemax'")
     parts = []
-    for variant in VARIANTS:
+    for variant in (v for v in VARIANTS if v in steps):
         spec = make_spec(variant, p, train_fraction, width, lr, steps[variant], log_every)
         ds = td.sweep(spec, seed=list(range(seeds)))
         for name in ds.data_vars:  # one dtype across the float32 and float64 variants
@@ -241,9 +244,11 @@ def check(ds) -> list[Claim]:
               description="largest collapse fraction of the float64 run (its softmax in "
               "float64) over that of the float32 run in the same number of steps, means "
               "over seeds"),
+    ] + ([
         Claim("stablemax_generalises", float(final.sel(variant="stablemax").min()),
               GENERALISED, ">=", description="min over seeds of the final test accuracy with "
               "the StableMax cross-entropy, no weight decay"),
+    ] if "stablemax" in ds.variant.values else []) + [
         Claim("orthogonal_generalises", float(final.sel(variant="orthogonal").min()),
               GENERALISED, ">=", description="min over seeds of the final test accuracy with "
               "⊥Grad (per-layer projection, rescaled), float32 softmax, no weight decay"),
@@ -268,8 +273,8 @@ def plot(ds, path) -> None:
         (axes[1, 0], "gradient_weight_cosine", "cos(-grad L, theta)"),
         (axes[1, 1], "train_loss", "training loss"),
     )
-    for variant in VARIANTS:
-        c = colors[variant]
+    for variant in ds.variant.values:
+        c = colors[str(variant)]
         for s in ds.seed.values:
             r = ds.sel(variant=variant, seed=s)
             label = variant if s == ds.seed.values[0] else None

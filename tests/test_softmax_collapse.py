@@ -171,14 +171,11 @@ def test_aligned_window_is_between_fit_and_collapse():
 def test_quick_preset_runs_through_the_command_line(tmp_path):
     code = cli.main(["run", "softmax-collapse", "--preset", "quick", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert code == (0 if summary["passed"] else 1)
-    names = {c["name"]: c for c in summary["claims"]}
-    for name in ("float32_softmax_collapses", "collapsed_examples_have_zero_loss",
-                 "float32_test_accuracy_stalls", "float64_delays_collapse",
-                 "orthogonal_generalises", "gradient_aligns_with_weights", "no_divergence"):
-        assert names[name]["passed"], names[name]
-    # StableMax generalises slowly: 2500 quick steps reach about 0.33 (the full preset's
-    # 12000 reach 0.93, its claim's 0.9), far above the stalled float32 softmax run (0.03)
-    stablemax = names["stablemax_generalises"]["measured"]
-    assert stablemax > 0.2 > 2 * names["float32_test_accuracy_stalls"]["measured"]
+    assert code == 0 and summary["passed"], summary["claims"]
+    names = {c["name"] for c in summary["claims"]}
+    # StableMax needs the full preset's 12,000 steps: quick leaves it out
+    assert names == {"float32_softmax_collapses", "collapsed_examples_have_zero_loss",
+                     "float32_test_accuracy_stalls", "float64_delays_collapse",
+                     "orthogonal_generalises", "gradient_aligns_with_weights",
+                     "no_divergence"}
     assert (tmp_path / "figure.png").stat().st_size > 10_000
