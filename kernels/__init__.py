@@ -12,7 +12,8 @@
   gradient descent with the simulator's MSE normalisation, the infinite ensemble's mean
   and covariance, and the linearised network (``kernels.linearize``), as Datasets laid
   over ``dynamics.sweep`` results.
-* ``KernelObservables`` (``kernels.observables``): NTK observables inside the training
+* ``KernelObservables`` and ``BlockKernels`` (``kernels.observables``): NTK observables
+  (whole, and decomposed by blocks of parameters) inside the training
   loop, for every run of a sweep.
 * ``kernels.dmft``: the infinite-width feature-learning limit (DMFT) of the ``mup`` MLP,
   its order parameters as Datasets and as an observable of finite networks.
@@ -28,10 +29,11 @@ from kernels.empirical import (
 )
 from kernels.infinite import nngp, ntk
 from kernels.linearize import Linearized, linearize, predict_linearized
-from kernels.observables import KernelObservables
+from kernels.observables import BlockKernels, KernelObservables
 from kernels.predict import predict, predict_infinite
 
 __all__ = [
+    "BlockKernels",
     "KernelObservables",
     "Linearized",
     "activation_duals",

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from dynamics import losses
+from dynamics.curvature import blocks as param_blocks
+from dynamics.curvature.observables import _PerBlock
 from dynamics.observables import Observable
 from kernels.empirical import METHODS, empirical_ntk
 
@@ -135,8 +137,9 @@ class KernelObservables(Observable):
             y = y * mask[:n, ..., None].astype(y.dtype)
         return y.reshape(n, -1)
 
-    def _kernel(self, ctx, params):
-        """The traced empirical NTK at ``params`` on the probe examples."""
+    def _kernel(self, ctx, params, block=None):
+        """The traced empirical NTK at ``params`` on the probe examples (of the block of
+        parameters named ``block`` alone, the others held at ``params``, when given)."""
         n_split = ctx.data["x_train" if self.split == "train" else "x_test"].shape[0]
         if self.probe_size > n_split:
             raise ValueError(f"KernelObservables.probe_size must be <= the {self.split} "
@@ -150,8 +153,12 @@ class KernelObservables(Observable):
                 out = out * mask[r, ..., None].astype(out.dtype)
             return out.reshape(out.shape[0], -1)  # (rows, positions x outputs)
 
-        return empirical_ntk(f, params, jnp.arange(self.probe_size), method=self.method,
-                             trace=True)
+        rows = jnp.arange(self.probe_size)
+        if block is not None:
+            return empirical_ntk(param_blocks.restrict(f, params, block),
+                                 param_blocks.block_leaves(params, block), rows,
+                                 method=self.method, trace=True)
+        return empirical_ntk(f, params, rows, method=self.method, trace=True)
 
     def init(self, ctx):
         """``K_0``, the kernel at the initial parameters, computed once per run."""
@@ -171,3 +178,64 @@ class KernelObservables(Observable):
             "ntk_eigenvalues": eig[: self.top_k],
             "ntk_effective_rank": effective_rank(eig),
         }, k0
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockKernels(_PerBlock, KernelObservables):
+    r"""The empirical NTK decomposed by blocks of parameters: the kernel is a sum over any
+    partition of the parameters, ``K = sum_B K_B`` with ``K_B = J_B J_B^T`` the kernel of
+    block ``B``'s parameters alone (each layer's contribution: Jacot et al. 2018, eq. 4
+    summed by layer; the layer-wise kernels of Fort et al. 2020 and of the ``lazy-rich``
+    experiment). For each block (``blocks``: names of ``dynamics.curvature.blocks``,
+    default every layer; dimension ``block``), on the probe examples of
+    ``KernelObservables``:
+
+    * ``block_ntk_trace``: ``tr(K_B) / n``, the block's share of the kernel's trace (they
+      add up to ``tr(K) / n`` over a partition);
+    * ``block_kernel_distance``: ``1 - cos(K_B, K_B(0))``, how far the block's kernel has
+      moved from its value at initialisation (carried, computed once per run);
+    * ``block_kernel_alignment``: the centred kernel-target alignment of ``K_B``.
+    """
+
+    dims: ClassVar = {"block_ntk_trace": ("block",), "block_kernel_distance": ("block",),
+                      "block_kernel_alignment": ("block",)}
+    descriptions: ClassVar = {
+        "block_ntk_trace": ("NTK trace per block", "tr(K_B)/n, K_B = J_B J_Bᵀ the traced "
+                            "empirical NTK of the block's parameters alone (the others held) "
+                            "on the first `probe_size` examples of `split`, n of them; the "
+                            "blocks of a partition add up to tr(K)/n"),
+        "block_kernel_distance": ("kernel distance per block", "1 - <K_B, K_B(0)>_F / "
+                                  "(||K_B||_F ||K_B(0)||_F), K_B(0) at the initial "
+                                  "parameters (Fort et al. 2020, eq. 2, per block)"),
+        "block_kernel_alignment": ("centred kernel-target alignment per block", "<K_c, "
+                                   "Y_c>_F / (||K_c||_F ||Y_c||_F) with K_c = H K_B H "
+                                   "(Cortes, Mohri & Rostamizadeh 2012, Def. 4)"),
+        "block": ("parameter block", "a path in the parameter pytree (keys joined by /)"),
+    }
+
+    def coords(self):
+        out = super().coords()
+        out.pop("ntk_index", None)
+        return out
+
+    def _names(self, ctx):
+        return self.resolved if self.resolved is not None else self.names(ctx.params)
+
+    def init(self, ctx):
+        return tuple(self._kernel(ctx, ctx.params0, name) for name in self._names(ctx))
+
+    def __call__(self, ctx):
+        return self.update(ctx, self.init(ctx))[0]
+
+    def update(self, ctx, k0s):
+        y = self._targets(ctx, self.probe_size)
+        trace, distance, alignment = [], [], []
+        for name, k0 in zip(self._names(ctx), k0s):
+            k = self._kernel(ctx, ctx.params, name)
+            k = (k + k.T) / 2
+            trace.append(jnp.trace(k) / k.shape[0])
+            distance.append(kernel_distance(k, k0))
+            alignment.append(centred_alignment(k, y.astype(k.dtype)))
+        return {"block_ntk_trace": jnp.stack(trace),
+                "block_kernel_distance": jnp.stack(distance),
+                "block_kernel_alignment": jnp.stack(alignment)}, k0s

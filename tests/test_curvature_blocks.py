@@ -384,3 +384,40 @@ def test_warm_started_lanczos_converges_to_the_top_subspace_with_few_iterations(
     print(f"1 - overlap with the dense top-2 eigenspace: warm {error[True]:.1e}, "
           f"cold {error[False]:.1e}")
     assert error[True] < 1e-6 and error[False] > 1e-3
+
+
+def test_block_kernels_decompose_the_ntk_as_dense_jacobians_do():
+    from traindyn import kernels
+
+    task = td.tasks.teacher_student_linear(dim=5, n_train=12, n_test=4, out_dim=2, seed=1)
+    model = td.MLP(width=6, depth=2, out_dim=2, activation="tanh")
+    obs = kernels.BlockKernels(probe_size=8)
+    spec = td.Spec(model, task, td.optimizers.sgd(0.1), steps=4, log_every=2,
+                   observables=("loss", obs), dtype="float64")
+    with jax.enable_x64(True):
+        ds, states = td.sweep(spec, seed=[0, 1], return_state=True)
+        assert list(ds.block.values) == ["0", "1", "2"]
+        for i in range(2):
+            params = jax.tree.map(lambda a: a[i], states[()].params)
+            x = jnp.asarray(task.x_train[:8])
+            # dense Jacobian of the outputs (n, O) in every leaf, layer by layer
+            jac = jax.jacrev(lambda p: model.apply(p, x))(params)
+            total = 0.0
+            for l, name in enumerate(["0", "1", "2"]):
+                j = np.concatenate([np.asarray(a).reshape(8, 2, -1)
+                                    for a in jax.tree.leaves(jac[l])], axis=-1)
+                k_block = np.einsum("iap,jap->ij", j, j) / 2   # traced over the 2 outputs
+                total += np.trace(k_block) / 8
+                # the same float64 products in another order: 1e-10 relative
+                np.testing.assert_allclose(
+                    ds.block_ntk_trace.isel(seed=i).sel(step=4, block=name),
+                    np.trace(k_block) / 8, rtol=1e-10)
+            # the blocks of a partition add up to the whole kernel's trace
+            np.testing.assert_allclose(ds.block_ntk_trace.isel(seed=i).sel(step=4).sum(),
+                                       total, rtol=1e-10)
+    # at step 0 the kernel is its own initial value: 1 - cos = 0 up to float64 rounding
+    np.testing.assert_allclose(ds.block_kernel_distance.sel(step=0), 0.0, atol=1e-15)
+    assert (ds.block_kernel_distance.sel(step=4) > 1e-12).all()
+    with pytest.raises(ValueError, match="unknown parameter block 'nope'"):
+        td.Spec(model, task, td.optimizers.sgd(0.1),
+                observables=(kernels.BlockKernels(probe_size=8, blocks=("nope",)),))
