@@ -286,7 +286,13 @@ def test_preconditioned_sharpness_of_adam_equals_eigh_of_the_dense_preconditione
     for i in range(2):
         for j in range(2):
             state = final_state(states, i, j)
-            p = adam_preconditioner_of(state.opt_state)
+            # the ntk parametrization's Adam learning-rate multipliers c scale the update
+            # to lr c P^-1 m: the preconditioner the run sees is P / c
+            mult = spec.model.lr_multipliers(state.params, family="adam")
+            c = ravel_pytree(jax.tree.map(lambda m, a: np.full(a.shape, m), mult,
+                                          state.params))[0]
+            assert np.ptp(np.asarray(c)) > 0  # not all 1: the division is tested
+            p = adam_preconditioner_of(state.opt_state) / np.asarray(c)
             s = 1 / np.sqrt(p)
             h = dense_hessian(training_loss(spec), state.params)
             exact = np.linalg.eigvalsh(s[:, None] * h * s[None, :])[-1]
@@ -296,8 +302,9 @@ def test_preconditioned_sharpness_of_adam_equals_eigh_of_the_dense_preconditione
             final = ds.isel(seed=i, lr=j, step=-1)
             np.testing.assert_allclose(final.preconditioned_sharpness, exact, rtol=RTOL)
             worst = max(worst, abs(float(final.preconditioned_sharpness) - exact) / exact)
-            # Adam's P is far below 1 here: the preconditioned sharpness is the larger
-            assert final.preconditioned_sharpness > 10 * np.linalg.eigvalsh(h)[-1]
+            # Adam's P / c is far below 1 here: the preconditioned sharpness is the larger
+            # (measured at least 5.7 times the sharpness)
+            assert final.preconditioned_sharpness > 3 * np.linalg.eigvalsh(h)[-1]
     print(f"worst relative error of the preconditioned sharpness vs eigh: {worst:.1e}")
     assert_alone_equals_sweep(spec, ds, ["preconditioned_sharpness"])
 

@@ -18,7 +18,7 @@ stationary limit ``pi . h``):
 
     L^* = \frac{1}{T} \sum_{t=0}^{T-1} \mu_0 P^t h,
 
-in nats, stored as ``config["bayes_cross_entropy"]`` (the loss is the mean over
+in nats, :func:`markov_chain_bayes_loss` of the task (the loss is the mean over
 positions, ``dynamics.losses``).
 """
 
@@ -79,6 +79,14 @@ def markov_chain(vocab_size: int = 32, seq_len: int = 16, n_train: int = 512,
         "markov_chain", train[:, :-1], train[:, 1:], test[:, :-1], test[:, 1:],
         loss="cross_entropy", n_classes=vocab_size, label_noise=0.0, seed=seed,
         config=dict(vocab_size=vocab_size, seq_len=seq_len, n_train=n_train, n_test=n_test,
-                    concentration=concentration, seed=seed,
-                    bayes_cross_entropy=bayes_cross_entropy(p, seq_len)),
+                    concentration=concentration, seed=seed),
     )
+
+
+def markov_chain_bayes_loss(task) -> float:
+    """``L^*`` (module doc) of a ``markov_chain`` task, from its config."""
+    c = task.config
+    if c.get("generator") != "markov_chain":
+        raise ValueError(f"task must be a markov_chain task, got {c.get('generator')!r}")
+    p = transition_matrix(c["vocab_size"], c["concentration"], c["seed"])
+    return bayes_cross_entropy(p, c["seq_len"])
