@@ -3,6 +3,7 @@ wide empirical NTKs converging to them at rate width^-1/2, the parametrization's
 learning-rate table, validation, and both models trained in sweeps with SGD and Adam,
 with curvature and kernel observables checked against dense computations."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -325,7 +326,7 @@ def test_trains_in_a_sweep_over_width(name, optimizer):
     loss = ds.train_loss
     # logged initial loss = the loss of the model's own forward pass at seed 0's init
     # (float32 forward passes of a few hundred terms: 1e-5 relative)
-    spec8 = td.Spec(spec.model.with_static("width", 8), task, optimizer, steps=12,
+    spec8 = td.Spec(dataclasses.replace(spec.model, width=8), task, optimizer, steps=12,
                     log_every=6)
     np.testing.assert_allclose(float(loss.sel(width=8).isel(step=0)),
                                _initial_loss(spec8, task.x_train, task.y_train), rtol=1e-5)

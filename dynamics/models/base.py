@@ -110,7 +110,8 @@ def init_variables(model, key, x, hparams):
 
 
 def static_fields(model) -> dict[str, Any]:
-    """The model's fields that may be swept as static axes (int / str / bool)."""
+    """The model's fields that may be swept as static axes (int / str / bool; for a
+    dataclass every such field but ``out_dim``, which the task sets)."""
     if hasattr(model, "static_fields"):
         return dict(model.static_fields())
     if not dataclasses.is_dataclass(model):
@@ -118,6 +119,8 @@ def static_fields(model) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(model):
         value = getattr(model, f.name)
+        if f.name == "out_dim":
+            continue
         if isinstance(value, (bool, int, str, np.integer, np.bool_)):
             out[f.name] = value
     return out

@@ -151,13 +151,6 @@ class ResidualMLP:
                   n_out, None if l == 0 else self.activation, s)
             for l, (n_in, n_out, s) in enumerate(zip(fan_ins, fan_outs, scales)))
 
-    def static_fields(self) -> dict[str, Any]:
-        """Static sweep axes: every int, str and bool field but ``out_dim``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "out_dim" and isinstance(getattr(self, f.name), (bool, int, str))}
-
-    def with_static(self, name: str, value):
-        return dataclasses.replace(self, **{name: value})
 
     # -- the protocol -----------------------------------------------------------------
 
