@@ -127,8 +127,8 @@ PRESETS = {
 }
 
 # Running times (SECONDS, see experiments/__init__.py), measured on 2 shared CPU cores:
-# quick 203 s (3.5 min wall with start-up), full 455 s (7.7 min wall).
-SECONDS = {"quick": 203, "full": 455}
+# quick 192 s (without StableMax), full 455 s (7.7 min wall).
+SECONDS = {"quick": 192, "full": 455}
 
 SIGMA_W = 1.0 / math.sqrt(3.0)  # nn.Linear init: U(+-1/sqrt(fan_in)), variance 1/(3 fan_in)
 BETA1 = 0.9
