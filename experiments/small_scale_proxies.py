@@ -50,6 +50,17 @@ parameters, 300-400x fewer steps, 30x shorter sequences and 500x smaller batches
 length of training to appear may not appear here: every claim reports its measured
 value, and one that does not hold at this scale fails.
 
+Measured (quick, width 64): the attention-logit instability is reproduced: without
+qk-layernorm the largest attention logit grows from ~6 to ~1.5e5 over the grid and the
+loss at lr 3e-1 degrades (2.72 nats against 2.27 with qk-layernorm, the Bayes loss 2.21),
+and qk-layernorm lowers the LR sensitivity to 0.57 of the unmitigated one. The output-logit
+divergence is not: in a few hundred steps ``log Z`` rises from ``log 32 = 3.47`` to ~4.9
+(the predictions sharpen) with or without the z-loss, whose ``1e-4`` coefficient has had
+no time to act (the paper's drift builds over ``1e5`` steps). The sensitivity falls with
+width for every configuration: at this budget it is dominated by the under-trained small
+learning rates, at which the wider model trains faster. Those claims fail, with their
+measured values.
+
 Claims (at the widest width of the preset; measured values in ``summary.json``):
 
 * ``attention_logit_grows``: without qk-layernorm (and without z-loss), the largest
