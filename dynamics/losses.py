@@ -41,6 +41,22 @@ cross-entropy of ``log_stablemax(f)`` is the StableMax cross-entropy of ``f``, w
 a task with ``loss="cross_entropy"`` trains with StableMax (a model whose outputs are
 ``log_stablemax`` of its logits). The StableMax loss is not one of ``LOSSES`` (the names a
 ``Task`` takes): its targets are those of ``cross_entropy``.
+
+The z-loss (Chowdhery et al. 2022, "PaLM: Scaling language modeling with pathways",
+Sec. 5, "Training instability"; used against the output-logit divergence by Wortsman et
+al. 2023, "Small-scale proxies for large-scale Transformer training instabilities",
+Sec. 3.1.2) adds to the cross-entropy the square of the log-partition of each position's
+logits, which keeps ``log Z`` near 0 (the softmax self-normalised):
+
+.. math::
+
+    l_i^{\mathrm{ce+z}} = -\log \mathrm{softmax}(f_i)_{y_i} + c\, (\log Z_i)^2, \qquad
+    \log Z_i = \log \sum_{k} e^{f_{ik}}, \qquad c = 10^{-4},
+
+(``cross_entropy_z_loss``; ``c = Z_LOSS_COEFFICIENT``, PaLM's value, also Wortsman et
+al.'s). Its targets are those of ``cross_entropy``; ``get("cross_entropy_z_loss")``
+returns it. Like StableMax it is not one of ``LOSSES`` (the names a ``Task`` is built with
+and its generators take): a model trains with it when the name reaches ``get``.
 """
 
 from __future__ import annotations
@@ -121,12 +137,28 @@ def stablemax_cross_entropy(outputs, targets):
     return _reduce(terms, mask)
 
 
+Z_LOSS_COEFFICIENT = 1e-4  # Chowdhery et al. 2022, Sec. 5
+TRAINING_LOSSES = (*LOSSES, "cross_entropy_z_loss")
+
+
+def cross_entropy_z_loss(outputs, targets, coefficient: float = Z_LOSS_COEFFICIENT):
+    """``-log softmax(f_i)_{y_i} + c (log Z_i)^2``, reduced as every loss (module doc;
+    Chowdhery et al. 2022, Sec. 5); integer labels, optionally ``Masked``."""
+    labels, mask = split(targets)
+    log_z = jax.nn.logsumexp(outputs, axis=-1)
+    label_logit = jnp.take_along_axis(outputs, labels[..., None], axis=-1)[..., 0]
+    terms = (log_z - label_logit) + coefficient * jnp.square(log_z)
+    return _reduce(terms, mask)
+
+
 def get(name: str):
     if name == "mse":
         return mse
     if name == "cross_entropy":
         return cross_entropy
-    raise ValueError(f"loss must be one of {list(LOSSES)}, got {name!r}")
+    if name == "cross_entropy_z_loss":
+        return cross_entropy_z_loss
+    raise ValueError(f"loss must be one of {list(TRAINING_LOSSES)}, got {name!r}")
 
 
 def accuracy(outputs, targets):

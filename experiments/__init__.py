@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "mup-transfer": "experiments.mup_transfer",
     "residual-depth": "experiments.residual_depth",
     "softmax-collapse": "experiments.softmax_collapse",
+    "small-scale-proxies": "experiments.small_scale_proxies",
 }
 
 
