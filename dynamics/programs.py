@@ -181,3 +181,14 @@ def run_flops(spec) -> float:
     loop's body once, so the whole run's program cannot be asked directly."""
     step, observe = _run_flops(SpecKey(spec))
     return spec.steps * step + (spec.n_logs + 1) * observe
+
+
+def clear_caches() -> None:
+    """Drop every compiled program this package and JAX hold in memory (the planner's
+    and the loop's caches, and JAX's own), releasing their code: for long processes
+    that build many different specs (a test suite, a notebook sweeping architectures)."""
+    from dynamics import loop
+
+    for cached in (_functions, _compiled, _run_flops, loop.carry_shapes):
+        cached.cache_clear()
+    jax.clear_caches()

@@ -10,5 +10,19 @@ the user's cache; ``tests/test_runtime.py`` checks the cache in child processes.
 
 import os
 
+import pytest
+
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("TRAINDYN_COMPILATION_CACHE", "off")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Every test module's compiled programs are dropped after it: one process compiles
+    thousands of programs in the default run, and XLA's CPU code for all of them at once
+    crashed its compiler (a segmentation fault in a late module's compile, reproducible
+    in the whole run and absent when that module runs alone)."""
+    yield
+    from dynamics import programs
+
+    programs.clear_caches()

@@ -52,7 +52,10 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, tokens):
         t = tokens.shape[-1]
-        h = nn.Embed(self.vocab, self.width, name="embed")(tokens)
+        # an embedding of O(1) entries at every width (PyTorch's nn.Embedding; flax's
+        # default Embed init has variance 1/width, which muP's rules do not assume)
+        h = nn.Embed(self.vocab, self.width, embedding_init=nn.initializers.normal(1.0),
+                     name="embed")(tokens)
         h = h + self.param("positions", nn.initializers.normal(0.02),
                            (self.positions, self.width))[:t]
         h = h + nn.MultiHeadDotProductAttention(
@@ -479,3 +482,32 @@ def test_width_inference_gives_the_builtin_transformers_multipliers(width):
         assert ours.multiplier == theirs["sgd"].scale.multiplier, path
         assert ours.lr_sgd == theirs["sgd"].scale.lr_multiplier, path
         assert ours.lr_adam == theirs["adam"].scale.lr_multiplier, path
+
+
+@pytest.mark.slow
+def test_a_users_mup_gpt_block_and_the_builtin_transformer_give_the_same_coordinate_check():
+    """The coordinate check (Adam, 3 steps, widths 64..512) of the user's flax GPT block
+    under with_mup and of td.Transformer with one block, both in muP with a zero readout:
+    every layer's change is flat in width for both (|slope| <= 0.15, the Transformer
+    tests' tolerance at these widths), and the output logits, which both models define
+    the same way, have the same exponent within 0.1 (measured in the module's runs)."""
+    from dynamics import coordinate_check as cc
+
+    gpt = REFERENCE["gpt"]
+    task = td.tasks.markov_chain(vocab_size=gpt["vocab"], seq_len=gpt["positions"],
+                                 n_train=16, n_test=8, seed=0)
+    opt = td.optimizers.adam(1e-2, eps=1e-12)
+    user = with_mup(td.from_linen(GPT, width=BASE), task, base=dict(width=BASE),
+                    readout="lm_head", zero_readout=True)
+    builtin = td.Transformer(vocab_size=gpt["vocab"], width=BASE, depth=1, heads=gpt["heads"],
+                             base_width=BASE, parametrization="mup", zero_readout=True)
+    slopes = {}
+    for name, model in (("user", user), ("builtin", builtin)):
+        spec = td.Spec(model, task, opt, steps=3, log_every=1)
+        ds, _ = td.coord_check(spec, [64, 128, 256, 512], steps=3, seeds=(0, 1),
+                               probe_size=8, progress=False)
+        slopes[name] = cc.slopes(ds).sel(step=[2, 3])
+        assert float(np.abs(slopes[name]).max()) <= 0.15, (name, slopes[name].values)
+    user_logits = slopes["user"].isel(module=-1)
+    builtin_logits = slopes["builtin"].sel(module="logits")
+    np.testing.assert_allclose(user_logits.values, builtin_logits.values, atol=0.1)

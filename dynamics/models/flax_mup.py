@@ -46,7 +46,12 @@ with ``r_in``, ``r_out`` the width ratios of the fan-in and the fan-out:
   becomes the base model's, ``sigma^2 / base_fan_in``), zero with ``zero_readout``, and 1
   for every other parameter (flax's biases and norm gains do not depend on the fan-in,
   so microsoft/mup's ``rescale_linear_bias`` for PyTorch's fan-in-scaled biases has no
-  counterpart here);
+  counterpart here). The user's initialisers must be the standard parametrization's (``role_scale("standard",
+  ...)``: variance ``1/fan_in`` for weights, as flax's ``Dense`` default, and entries of
+  order 1 for embeddings, as PyTorch's ``nn.Embedding``). flax's default ``Embed`` init has
+  variance ``1/width``, which shrinks the embedding as the model widens and breaks muP
+  (measured: the first LayerNorm's change after Adam steps then grows like
+  ``width^0.5``): give ``nn.Embed(..., embedding_init=nn.initializers.normal(1.0))``;
 * **forward multiplier**: ``1/r_in`` for the readout's kernel (``MuReadout.forward``), 1
   for every other parameter. It is applied by calling the model with ``multiplier *
   param`` in place of ``param``: a linear layer is linear in its weight, so this is the
