@@ -201,7 +201,7 @@ def run(widths, steps, batch_size, n_train, seq_len, lrs, seeds, configs=CONFIGS
     # a configuration left out of ``configs`` is NaN (``diverged`` is 0/1 floats for that)
     return xr.combine_by_coords(parts, join="outer").assign_attrs(
         steps=steps, batch_size=batch_size, seq_len=seq_len, vocab_size=VOCAB, depth=DEPTH,
-        bayes_cross_entropy=spec.task.config["bayes_cross_entropy"])
+        bayes_cross_entropy=td.tasks.markov_chain_bayes_loss(spec.task))
 
 
 def _last_finite(da):
