@@ -5,8 +5,8 @@ from dynamics import runtime as _runtime
 
 _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices if asked
 
-from dynamics import (coordinate_check, models, numerical_stability, observables,
-                      observables_transformer, optimizers, parametrization, tasks)
+from dynamics import (coordinate_check, example_groups, models, numerical_stability,
+                      observables, observables_transformer, optimizers, parametrization, tasks)
 from dynamics.coordinate_check import CoordinateCheck, coord_check
 from dynamics.models import (MLP, ConvNet, ResidualMLP, Transformer, from_linen, from_nnx,
                              with_mup)
@@ -26,6 +26,7 @@ __all__ = [
     "Transformer",
     "coord_check",
     "coordinate_check",
+    "example_groups",
     "from_linen",
     "from_nnx",
     "init_params",

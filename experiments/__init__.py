@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "residual-depth": "experiments.residual_depth",
     "softmax-collapse": "experiments.softmax_collapse",
     "small-scale-proxies": "experiments.small_scale_proxies",
+    "opposing-signals": "experiments.opposing_signals",
 }
 
 

@@ -30,6 +30,7 @@ from dynamics.curvature.observables import (
     Sharpness,
     SpectralDensity,
     TopEigenvalues,
+    TopEigenvectorShare,
 )
 from dynamics.curvature.subspace import GradientInTopSubspace, TopSubspaceOverlap
 
@@ -46,6 +47,7 @@ __all__ = [
     "Sharpness",
     "SpectralDensity",
     "TopEigenvalues",
+    "TopEigenvectorShare",
     "TopSubspaceOverlap",
     "blocks",
     "density",

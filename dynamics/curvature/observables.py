@@ -19,12 +19,13 @@ products (Lanczos steps), capped at the number of parameters.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics import example_groups, losses
 from dynamics.curvature import blocks, density, lanczos, operators, trace
 from dynamics.observables import Observable
 
@@ -184,6 +185,69 @@ class BatchSharpness(Observable):
         rows = jax.random.permutation(k_rows, n)[: self.batch_size]
         matvec = operators.from_context(ctx, "hessian", rows=rows)
         return {"batch_sharpness": _top(ctx, matvec, 1, self.iterations, k_start)[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class TopEigenvectorShare(Observable):
+    """``top_eigenvector_share`` (dim ``group``): how much of the curvature along the top
+    Hessian eigenvector each group of training rows carries (Rosenfeld & Risteski 2024,
+    "Outliers with opposing signals have an outsized effect on neural network
+    optimization": the sharpest direction is that of a few outlier groups).
+
+    With ``v`` the unit top eigenvector of the full-batch Hessian ``H`` (``iterations``
+    Lanczos steps) and ``H_g`` the Hessian of the loss on group ``g``
+    (``dynamics.example_groups``), the share is
+
+    .. math::  s_g = \\frac{w_g\\, v^\\top H_g v}{v^\\top H v}, \\qquad w_g = |g| / P,
+
+    so that the shares of disjoint groups covering the training set sum to 1 (``H = sum_g
+    w_g H_g``; both quotients are computed with the same products, not from the Ritz
+    value). A group whose share is well above its fraction ``w_g`` of the data dominates
+    the sharpest direction. ``groups``: ``{name: rows}`` or ``(name, rows)`` pairs."""
+
+    groups: Any = ()
+    iterations: int = 20
+    dims: ClassVar = {"top_eigenvector_share": ("group",)}
+    descriptions: ClassVar = {
+        "top_eigenvector_share": (
+            "share of the top Hessian eigendirection",
+            f"w_g vᵀH_g v / vᵀH v: v the top eigenvector of {_HESSIAN} (`iterations` "
+            "Lanczos steps), H_g the Hessian of the loss on group g, w_g = |g|/P its share "
+            "of the counted training positions (Rosenfeld & Risteski 2024)"),
+        "group": ("group of training examples", "the name of a set of training rows"),
+    }
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        object.__setattr__(self, "groups", example_groups.check_groups(owner, self.groups))
+        _need_int(owner, "iterations", self.iterations, 1)
+
+    def bind(self, spec):
+        example_groups.check_rows_in(type(self).__name__, self.groups, spec.task.n_train)
+        return self
+
+    def coords(self):
+        return {"group": np.array([name for name, _ in self.groups])}
+
+    def __call__(self, ctx):
+        matvec = operators.from_context(ctx, "hessian")
+        eig = lanczos.eigenpairs(matvec, ctx.params, ctx.key, k=1, order=self.iterations)
+        v = jax.tree.map(lambda a: a[0], eig.vectors)
+        total = _quadratic(v, matvec(v))
+        targets = ctx.data["y_train"]
+        everything = losses.weight(targets)
+        shares = []
+        for _, rows in self.groups:
+            rows = np.asarray(rows)
+            group_matvec = operators.from_context(ctx, "hessian", rows=rows)
+            w = losses.weight(example_groups.rows_of(targets, rows)) / everything
+            shares.append(w * _quadratic(v, group_matvec(v)) / total)
+        return {"top_eigenvector_share": jnp.stack(shares).astype(_dtype(ctx))}
+
+
+def _quadratic(u, w):
+    """``<u, w>`` over the leaves of two pytrees of the same structure."""
+    return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(w)))
 
 
 @dataclasses.dataclass(frozen=True)
