@@ -54,9 +54,18 @@ logits, which keeps ``log Z`` near 0 (the softmax self-normalised):
     \log Z_i = \log \sum_{k} e^{f_{ik}}, \qquad c = 10^{-4},
 
 (``cross_entropy_z_loss``; ``c = Z_LOSS_COEFFICIENT``, PaLM's value, also Wortsman et
-al.'s). Its targets are those of ``cross_entropy``; ``get("cross_entropy_z_loss")``
-returns it. Like StableMax it is not one of ``LOSSES`` (the names a ``Task`` is built with
-and its generators take): a model trains with it when the name reaches ``get``.
+al.'s). It is one of ``LOSSES``: a task built with ``loss="cross_entropy_z_loss"`` has the
+targets, masks, label noise, classes and accuracy of a ``cross_entropy`` task and trains
+on ``l^{ce+z}`` (its loss observables report ``l^{ce+z}`` too). ``c`` is fixed, not a swept
+hyperparameter: the training loop and the loss observables call ``get(task.loss)`` on
+``(outputs, targets)`` alone.
+
+Target kinds
+------------
+Each loss takes one kind of targets (``TARGET_KINDS``, the one place that says which):
+``"real"`` targets of the outputs' shape (``mse``) or ``"labels"``, integer class labels of
+the positions' shape (``cross_entropy``, ``cross_entropy_z_loss``). Tasks and their
+generators ask ``takes_labels(loss)``, never compare a loss with a name.
 """
 
 from __future__ import annotations
@@ -66,7 +75,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-LOSSES = ("mse", "cross_entropy")
+from dynamics.checks import check_choice
+
+# The kind of targets each loss takes (module doc, "Target kinds"); its keys are the losses
+# a Task is built with.
+TARGET_KINDS = {"mse": "real", "cross_entropy": "labels", "cross_entropy_z_loss": "labels"}
+LOSSES = tuple(TARGET_KINDS)
+LABEL_LOSSES = tuple(name for name, kind in TARGET_KINDS.items() if kind == "labels")
+
+
+def takes_labels(loss: str) -> bool:
+    """Whether ``loss`` takes integer class labels (else real targets); ValueError naming
+    the allowed losses for an unknown one."""
+    return TARGET_KINDS[check_choice("loss", loss, LOSSES)] == "labels"
 
 
 class Masked(NamedTuple):
@@ -138,7 +159,6 @@ def stablemax_cross_entropy(outputs, targets):
 
 
 Z_LOSS_COEFFICIENT = 1e-4  # Chowdhery et al. 2022, Sec. 5
-TRAINING_LOSSES = (*LOSSES, "cross_entropy_z_loss")
 
 
 def cross_entropy_z_loss(outputs, targets, coefficient: float = Z_LOSS_COEFFICIENT):
@@ -152,13 +172,11 @@ def cross_entropy_z_loss(outputs, targets, coefficient: float = Z_LOSS_COEFFICIE
 
 
 def get(name: str):
-    if name == "mse":
-        return mse
-    if name == "cross_entropy":
-        return cross_entropy
-    if name == "cross_entropy_z_loss":
-        return cross_entropy_z_loss
-    raise ValueError(f"loss must be one of {list(TRAINING_LOSSES)}, got {name!r}")
+    """The loss function ``(outputs, targets) -> scalar`` named ``name`` (one of
+    ``LOSSES``)."""
+    functions = {"mse": mse, "cross_entropy": cross_entropy,
+                 "cross_entropy_z_loss": cross_entropy_z_loss}
+    return functions[check_choice("loss", name, LOSSES)]
 
 
 def accuracy(outputs, targets):

@@ -22,6 +22,7 @@ import numpy as np
 
 from dynamics import observables as obs_lib
 from dynamics.checks import check_int, is_real
+from dynamics.losses import takes_labels
 from dynamics.models import base as model_lib
 from dynamics.optimizers import Optimizer
 from dynamics.tasks import Task
@@ -184,7 +185,7 @@ class Spec:
             else:
                 if not (is_real(v) and np.isfinite(v) and v >= 0):
                     raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
-                if name == "label_noise" and self.task.loss == "cross_entropy" and v > 1:
+                if name == "label_noise" and takes_labels(self.task.loss) and v > 1:
                     raise ValueError(f"label_noise must be in [0, 1] for classification, got {v!r}")
 
     # -- static axes -------------------------------------------------------------------

@@ -83,11 +83,13 @@ def test_z_loss_task_trains_with_the_z_loss():
     """A z-loss run's initial training loss is the plain run's (same seed, same initial
     parameters) plus ``1e-4`` times the measured mean ``(log Z)^2``."""
     kw = dict(steps=1, batch_size=4, n_train=8, seq_len=4)
-    plain = td.sweep(ssp.make_spec(8, False, False, **kw),
-                     seed=[0], lr=[1e-3], progress=False)
+    plain_spec = ssp.make_spec(8, False, False, **kw)
+    plain = td.sweep(plain_spec, seed=[0], lr=[1e-3], progress=False)
     spec = ssp.make_spec(8, False, True, **kw)
     assert spec.task.loss == "cross_entropy_z_loss"
-    assert isinstance(spec.task, ssp.ZLossTask)
+    assert plain_spec.task.loss == "cross_entropy"
+    for k, v in plain_spec.task.arrays().items():  # the same sequences and noise draws
+        assert np.array_equal(spec.task.arrays()[k], v), k
     z = td.sweep(spec, seed=[0], lr=[1e-3], progress=False)
     z0, p0 = z.isel(step=0, seed=0, lr=0), plain.isel(step=0, seed=0, lr=0)
     assert float(z0.z_loss) == pytest.approx(float(p0.z_loss), rel=1e-6)  # same init

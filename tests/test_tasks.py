@@ -46,7 +46,7 @@ def assert_same_task(a, b):
 
 def test_registry_is_the_generators():
     assert set(T.TASKS) == set(SMALL)
-    assert T.LOSSES == ("mse", "cross_entropy")
+    assert T.LOSSES == ("mse", "cross_entropy", "cross_entropy_z_loss")
 
 
 # --------------------------------------------------------------------------- shapes
@@ -465,7 +465,8 @@ def test_bad_arguments_name_the_field(call, field_name):
 def test_bad_argument_message_shows_value_and_allowed():
     with pytest.raises(ValueError, match=r"^n_train must be a positive int, got 0$"):
         T.teacher_student_linear(n_train=0)
-    with pytest.raises(ValueError, match=r"^loss must be one of \('mse', 'cross_entropy'\), got 'hinge'$"):
+    with pytest.raises(ValueError, match=r"^loss must be one of \('mse', 'cross_entropy', "
+                                         r"'cross_entropy_z_loss'\), got 'hinge'$"):
         T.digits(loss="hinge")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dynamics.checks import check_choice, check_float, check_int, is_int
-from dynamics.losses import LOSSES
+from dynamics.losses import LOSSES, takes_labels
 from dynamics.tasks.task import Task, check_label_noise, check_seed, generated, one_hot, rng
 
 OPERATIONS = ("add", "sub", "mul", "div")
@@ -111,7 +111,7 @@ def modular_arithmetic(
         labels = np.stack([b, equals, labels], axis=1).astype(np.int32)
         mask = np.zeros((n_pairs, 3), dtype=bool)
         mask[:, -1] = True
-    y = labels if loss == "cross_entropy" else one_hot(labels, n_classes)
+    y = labels if takes_labels(loss) else one_hot(labels, n_classes)
 
     def rows(arr, lo, hi):
         return None if arr is None else arr[lo:hi]

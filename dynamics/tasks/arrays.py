@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from dynamics.checks import check_choice, check_int
-from dynamics.losses import LOSSES
+from dynamics.checks import check_int
+from dynamics.losses import takes_labels
 from dynamics.tasks.task import Task, check_label_noise, check_seed, noise_draws, rng
 
 def from_arrays(
@@ -32,8 +32,9 @@ def from_arrays(
     ``loss="mse"``: real ``y_*`` of shape ``(N, K)``, ``(N, T, K)`` (per position), or
     ``(N,)`` (reshaped to ``(N, 1)``); integer targets are refused (they are class labels:
     use ``loss="cross_entropy"``, or one-hot float targets for mse).
-    ``loss="cross_entropy"``: integer labels ``(N,)`` or ``(N, T)``; ``n_classes`` defaults
-    to ``max label + 1`` over both splits. ``mask_*``: optional booleans of the labels'
+    ``loss="cross_entropy"`` or ``"cross_entropy_z_loss"`` (the losses that take labels):
+    integer labels ``(N,)`` or ``(N, T)``; ``n_classes`` defaults to ``max label + 1`` over
+    both splits. ``mask_*``: optional booleans of the labels'
     shape (mse: the targets' shape without ``K``) selecting the positions that count.
     Give both ``x_test`` and ``y_test`` or neither; with neither the train set (and its
     mask) is also the test set (``config["test"] == "train"``). ``dtype`` ("float32" or
@@ -46,7 +47,7 @@ def from_arrays(
     the array for NaN/inf, wrong rank or dtype, and naming both shapes for mismatched
     shapes.
     """
-    loss = check_choice("loss", loss, LOSSES)
+    labels = takes_labels(loss)  # ValueError naming LOSSES for an unknown loss
     if (x_test is None) != (y_test is None):
         raise ValueError(
             "x_test and y_test must be given together or both omitted, got "
@@ -61,26 +62,26 @@ def from_arrays(
         x_test, y_test, mask_test = x_train, y_train, mask_train
     ys = {"y_train": np.asarray(y_train), "y_test": np.asarray(y_test)}
     for attr, y in ys.items():
-        if loss == "mse" and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+        if not labels and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
             raise ValueError(
                 f"{attr} holds integer class labels (dtype {y.dtype}, shape {y.shape}) but "
                 "loss='mse' would regress them as one real output; use "
                 "loss='cross_entropy' for class labels, or one-hot targets of shape (N, K) "
                 "(y.astype(float) to regress the integers)"
             )
-        if loss == "mse" and y.ndim == 1:
+        if not labels and y.ndim == 1:
             ys[attr] = y[:, None]
-    if loss == "cross_entropy" and n_classes is None:
+    if labels and n_classes is None:
         for attr, y in ys.items():
             if not np.issubdtype(y.dtype, np.integer):
                 raise ValueError(f"{attr} must hold integer class labels for loss "
-                                 f"'cross_entropy', got dtype {y.dtype}")
+                                 f"{loss!r}, got dtype {y.dtype}")
             if y.size and y.min() < 0:
                 raise ValueError(f"{attr} labels must be non-negative, got minimum {y.min()}")
         n_classes = int(max(ys["y_train"].max(initial=0), ys["y_test"].max(initial=0))) + 1
         if n_classes < 2:
             raise ValueError(
-                f"n_classes inferred from the labels is {n_classes}; cross_entropy needs >= 2 "
+                f"n_classes inferred from the labels is {n_classes}; {loss} needs >= 2 "
                 f"(pass n_classes explicitly)"
             )
     label_noise = check_label_noise(label_noise, loss)

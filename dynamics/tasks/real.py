@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 from dynamics.checks import check_bool, check_choice, check_int, is_int
-from dynamics.losses import LOSSES
+from dynamics.losses import LOSSES, takes_labels
 from dynamics.tasks.task import Task, check_label_noise, check_seed, generated, one_hot, readonly, rng
 
 SHAPES = ("flat", "image")
@@ -46,8 +46,8 @@ def digits(
     standard deviation ``s`` (ddof 0) of the *train* split only; a feature
     constant on the train split gets ``s = 1`` (it is only centred, so it is 0
     on the train split; the convention of scikit-learn's ``StandardScaler``).
-    ``loss="cross_entropy"``: int32 labels; ``loss="mse"``: one-hot float32
-    targets ``(N, C)`` with entries in {0, 1} (``n_classes`` still set).
+    ``loss="cross_entropy"`` (or ``"cross_entropy_z_loss"``): int32 labels; ``loss="mse"``:
+    one-hot float32 targets ``(N, C)`` with entries in {0, 1} (``n_classes`` still set).
     ``shape="flat"``: inputs ``(N, 64)``; ``shape="image"``: the same values as images
     ``(N, 8, 8, 1)`` (height, width, channels; row-major pixels), for convolutional networks.
     """
@@ -108,7 +108,7 @@ def digits(
 
     def targets(labels):
         labels = labels.astype(np.int32)
-        return labels if loss == "cross_entropy" else one_hot(labels, n_classes)
+        return labels if takes_labels(loss) else one_hot(labels, n_classes)
 
     return generated(
         "digits",

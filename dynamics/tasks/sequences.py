@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.checks import check_float, check_int
+from dynamics.checks import check_choice, check_float, check_int
+from dynamics.losses import LABEL_LOSSES
 from dynamics.tasks.task import check_seed, generated, rng
 
 
@@ -61,25 +62,29 @@ def _sample(p: np.ndarray, n: int, length: int, gen: np.random.Generator) -> np.
 
 
 def markov_chain(vocab_size: int = 32, seq_len: int = 16, n_train: int = 512,
-                 n_test: int = 128, concentration: float = 0.2, seed: int = 0):
+                 n_test: int = 128, concentration: float = 0.2, seed: int = 0,
+                 loss: str = "cross_entropy"):
     """Next-token prediction on a random Markov chain (module doc): inputs ``(N, T)``
-    integer tokens, targets ``(N, T)`` the next tokens, ``n_classes = vocab_size``,
-    cross-entropy. The chain comes from the seed's teacher stream, the train and test
-    sequences from its train and test streams."""
+    integer tokens, targets ``(N, T)`` the next tokens, ``n_classes = vocab_size``.
+    ``loss``: a loss that takes labels, ``"cross_entropy"`` or ``"cross_entropy_z_loss"``
+    (the same data; the Bayes loss is that of the cross-entropy either way). The chain
+    comes from the seed's teacher stream, the train and test sequences from its train and
+    test streams."""
     vocab_size = check_int("vocab_size", vocab_size, minimum=2)
     seq_len = check_int("seq_len", seq_len)
     n_train = check_int("n_train", n_train)
     n_test = check_int("n_test", n_test)
     concentration = check_float("concentration", concentration, 0.0, low_open=True)
     seed = check_seed(seed)
+    loss = check_choice("loss", loss, LABEL_LOSSES)
     p = transition_matrix(vocab_size, concentration, seed)
     train = _sample(p, n_train, seq_len + 1, rng(seed, "train"))
     test = _sample(p, n_test, seq_len + 1, rng(seed, "test"))
     return generated(
         "markov_chain", train[:, :-1], train[:, 1:], test[:, :-1], test[:, 1:],
-        loss="cross_entropy", n_classes=vocab_size, label_noise=0.0, seed=seed,
+        loss=loss, n_classes=vocab_size, label_noise=0.0, seed=seed,
         config=dict(vocab_size=vocab_size, seq_len=seq_len, n_train=n_train, n_test=n_test,
-                    concentration=concentration, seed=seed),
+                    concentration=concentration, seed=seed, loss=loss),
     )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.special
 
 from dynamics.checks import check_choice, check_float, check_int
-from dynamics.losses import LOSSES
+from dynamics.losses import LOSSES, takes_labels
 from dynamics.tasks.task import (
     Task,
     check_label_noise,
@@ -245,9 +245,9 @@ def gaussian_mixture(
     learning: Mignacco, Krzakala, Lu, Urbani & Zdeborová (2020); Refinetti,
     Goldt, Krzakala & Zdeborová (2021).
 
-    ``loss="cross_entropy"``: int32 labels; ``loss="mse"``: one-hot float32
-    targets ``(N, C)`` in {0, 1} (``n_classes`` still set; its label noise is
-    Gaussian noise on the one-hot vectors).
+    ``loss="cross_entropy"`` (or ``"cross_entropy_z_loss"``): int32 labels; ``loss="mse"``:
+    one-hot float32 targets ``(N, C)`` in {0, 1} (``n_classes`` still set; its label noise
+    is Gaussian noise on the one-hot vectors).
     """
     n_classes = check_int("n_classes", n_classes, minimum=2)
     dim = check_int("dim", dim)
@@ -263,7 +263,7 @@ def gaussian_mixture(
         gen = rng(seed, stream)
         labels = _balanced_labels(gen, n, n_classes)
         x = (means[labels] + gen.standard_normal((n, dim))).astype(np.float32)
-        return x, labels if loss == "cross_entropy" else one_hot(labels, n_classes)
+        return x, labels if takes_labels(loss) else one_hot(labels, n_classes)
 
     x_train, y_train = split("train", n_train)
     x_test, y_test = split("test", n_test)

@@ -10,7 +10,10 @@ to float.
 Targets are per example or per position:
 
 * ``loss="mse"``: real targets ``(N, K)`` or ``(N, T, K)`` (any ``(N, ..., K)``);
-* ``loss="cross_entropy"``: integer labels ``(N,)`` or ``(N, T)`` in ``[0, n_classes)``.
+* ``loss="cross_entropy"`` or ``"cross_entropy_z_loss"`` (the losses that take labels,
+  ``dynamics.losses.takes_labels``): integer labels ``(N,)`` or ``(N, T)`` in
+  ``[0, n_classes)``. A z-loss task is a cross-entropy task in everything (targets, masks,
+  label noise, ``n_classes``, accuracy) but the loss it trains on.
 
 An optional boolean mask per position (``mask_train``, ``mask_test``, of shape ``(N, ...)``:
 the labels' shape, or the mse targets' shape without ``K``) says which positions count in
@@ -41,9 +44,10 @@ Label noise
 ``label_noise``, as in the noisy teacher of Advani, Saxe & Sompolinsky (2020). For one-hot
 targets this is Gaussian noise on the one-hot vectors, *not* label flipping.
 
-``cross_entropy``: ``targets = where(u < label_noise, other, y_train)`` with ``u ~ U[0, 1)``
-(float32) and ``other = (y_train + r) mod C``, ``r ~ Uniform{1, ..., C-1}``
-(``noise = (u, other)``, both of the labels' shape): each training label is, independently
+Labels (``cross_entropy``, ``cross_entropy_z_loss``):
+``targets = where(u < label_noise, other, y_train)`` with ``u ~ U[0, 1)`` (float32) and
+``other = (y_train + r) mod C``, ``r ~ Uniform{1, ..., C-1}`` (``noise = (u, other)``,
+both of the labels' shape): each training label is, independently
 with probability ``label_noise``, replaced by a class drawn uniformly among the ``C - 1``
 wrong ones (symmetric label noise; Zhang, Bengio, Hardt, Recht & Vinyals, 2017; Rolnick,
 Veit, Belongie & Shavit, 2017). The draws are fixed by the seed, so the flipped set grows
@@ -69,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynamics.checks import check_choice, check_finite, check_float, check_int, is_int
-from dynamics.losses import LOSSES, Masked
+from dynamics.losses import LOSSES, Masked, takes_labels
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -88,7 +92,9 @@ def check_seed(seed: Any) -> int:
 
 
 def check_label_noise(label_noise: Any, loss: str) -> float:
-    if loss == "cross_entropy":
+    """A probability of flipping a label for a loss that takes labels, a noise standard
+    deviation >= 0 otherwise."""
+    if takes_labels(loss):
         return check_float("label_noise", label_noise, 0.0, 1.0)
     return check_float("label_noise", label_noise, 0.0)
 
@@ -158,17 +164,20 @@ class Task:
             if not is_int(self.n_classes) or self.n_classes < 2:
                 raise ValueError(f"n_classes must be an int >= 2 or None, got {self.n_classes!r}")
             set_("n_classes", int(self.n_classes))
-        elif self.loss == "cross_entropy":
-            raise ValueError("n_classes must be set (an int >= 2) for loss 'cross_entropy', got None")
+        elif takes_labels(self.loss):
+            raise ValueError(f"n_classes must be set (an int >= 2) for loss {self.loss!r}, "
+                             "got None")
         for split in ("train", "test"):
             set_(f"y_{split}", readonly(self._targets(split)))
         if self.y_test.shape[1:] != self.y_train.shape[1:]:
-            what = "outputs" if self.y_train.ndim == 2 and self.loss == "mse" else "per-example shape"
+            real = not takes_labels(self.loss)
+            what = "outputs" if self.y_train.ndim == 2 and real else "per-example shape"
             raise ValueError(
                 f"y_test and y_train must have the same number of {what}, got shapes "
                 f"{self.y_test.shape} and {self.y_train.shape}"
             )
-        if self.loss == "mse" and self.n_classes is not None and self.y_train.shape[-1] != self.n_classes:
+        if (not takes_labels(self.loss) and self.n_classes is not None
+                and self.y_train.shape[-1] != self.n_classes):
             raise ValueError(
                 f"n_classes={self.n_classes} must equal the number of target columns "
                 f"for loss 'mse' (one-hot targets), got y_train shape {self.y_train.shape}"
@@ -217,7 +226,7 @@ class Task:
         attr, x_attr = f"y_{split}", f"x_{split}"
         y = np.asarray(getattr(self, attr))
         n = getattr(self, x_attr).shape[0]
-        if self.loss == "mse":
+        if not takes_labels(self.loss):
             if y.ndim < 2:
                 raise ValueError(f"{attr} must be (N, K) or per position (N, T, K) for loss "
                                  f"'mse', got shape {y.shape}")
@@ -228,10 +237,10 @@ class Task:
         else:
             if y.ndim < 1:
                 raise ValueError(f"{attr} must be integer labels (N,) or per position (N, T) "
-                                 f"for loss 'cross_entropy', got shape {y.shape}")
+                                 f"for loss {self.loss!r}, got shape {y.shape}")
             if not np.issubdtype(y.dtype, np.integer):
                 raise ValueError(f"{attr} must hold integer class labels for loss "
-                                 f"'cross_entropy', got dtype {y.dtype}")
+                                 f"{self.loss!r}, got dtype {y.dtype}")
             if y.size and (y.min() < 0 or y.max() >= self.n_classes):
                 raise ValueError(f"{attr} labels must lie in [0, n_classes={self.n_classes}), "
                                  f"got range [{y.min()}, {y.max()}]")
@@ -245,7 +254,7 @@ class Task:
     def position_shape(self) -> tuple[int, ...]:
         """The shape of the loss's terms per split: the labels' shape, or the mse targets'
         shape without their last axis."""
-        return self.y_train.shape[:-1] if self.loss == "mse" else self.y_train.shape
+        return self.y_train.shape if takes_labels(self.loss) else self.y_train.shape[:-1]
 
     def _mask(self, split: str):
         attr = f"mask_{split}"
@@ -254,7 +263,7 @@ class Task:
             return None
         mask = np.asarray(mask)
         y = getattr(self, f"y_{split}")
-        want = y.shape[:-1] if self.loss == "mse" else y.shape
+        want = y.shape if takes_labels(self.loss) else y.shape[:-1]
         if mask.shape != want:
             raise ValueError(f"{attr} must have shape {want} (one entry per position of "
                              f"y_{split} {y.shape}), got {mask.shape}")
@@ -268,7 +277,7 @@ class Task:
 
     def _validated_noise(self, noise: tuple) -> tuple:
         shape = self.y_train.shape
-        if self.loss == "mse":
+        if not takes_labels(self.loss):
             if len(noise) != 1:
                 raise ValueError(f"noise must hold 1 array (xi,) for loss 'mse', got {len(noise)}")
             xi = np.array(noise[0], dtype=self.dtype)
@@ -278,12 +287,12 @@ class Task:
             return (readonly(xi),)
         if len(noise) != 2:
             raise ValueError(
-                f"noise must hold 2 arrays (u, other) for loss 'cross_entropy', got {len(noise)}"
+                f"noise must hold 2 arrays (u, other) for loss {self.loss!r}, got {len(noise)}"
             )
         u, other = np.asarray(noise[0]), np.asarray(noise[1])
         if u.shape != shape or other.shape != shape:
             raise ValueError(f"noise arrays must have the labels' shape {shape} for loss "
-                             f"'cross_entropy', got {u.shape} and {other.shape}")
+                             f"{self.loss!r}, got {u.shape} and {other.shape}")
         if u.dtype != np.float32 or not np.all((u >= 0) & (u < 1)):
             raise ValueError("noise[0] must be float32 uniform draws in [0, 1)")
         if not np.issubdtype(other.dtype, np.integer):
@@ -297,8 +306,8 @@ class Task:
     # ----------------------------------------------------------------- sizes
     @property
     def out_dim(self) -> int:
-        """Network output width: K for mse, n_classes for cross_entropy."""
-        return self.y_train.shape[-1] if self.loss == "mse" else int(self.n_classes)
+        """Network output width: K for mse, n_classes for a loss that takes labels."""
+        return int(self.n_classes) if takes_labels(self.loss) else self.y_train.shape[-1]
 
     @property
     def in_dim(self) -> int:
@@ -411,17 +420,17 @@ class Task:
 
 def train_targets(arrays: dict, label_noise, loss: str):
     """Training targets from a task's ``arrays()`` at noise level ``label_noise`` (may be
-    traced): mse ``y_train + label_noise * noise_0``; cross_entropy
+    traced): mse ``y_train + label_noise * noise_0``; labels (cross_entropy, z-loss)
     ``where(noise_0 < label_noise, noise_1, y_train)``; ``y_train`` without noise draws.
     With a training mask the targets are ``losses.Masked(values, mask)``."""
     y = jnp.asarray(arrays["y_train"])
     if "noise_0" in arrays:
         xi = jnp.asarray(arrays["noise_0"])
-        if loss == "mse":
-            y = y + jnp.asarray(label_noise, y.dtype) * xi
-        else:
+        if takes_labels(loss):
             s = jnp.asarray(label_noise, xi.dtype)
             y = jnp.where(xi < s, jnp.asarray(arrays["noise_1"]), y)
+        else:
+            y = y + jnp.asarray(label_noise, y.dtype) * xi
     return with_mask(y, arrays.get("mask_train"))
 
 
@@ -438,7 +447,7 @@ def with_mask(y, mask):
 def noise_draws(y_train: np.ndarray, loss: str, n_classes: int | None, seed: int) -> tuple:
     """The fixed label-noise draws of a task (module docstring), from the noise stream."""
     r = rng(seed, "noise")
-    if loss == "mse":
+    if not takes_labels(loss):
         return (r.standard_normal(y_train.shape).astype(np.float32),)
     shape = y_train.shape
     u = r.random(shape, dtype=np.float32)  # float32 draws are in [0, 1) (no rounding up to 1)
