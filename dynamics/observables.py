@@ -124,8 +124,9 @@ def global_norm(tree):
 # The loss as dynamics.losses normalises it, for the descriptions of the loss observables.
 _LOSS_DEFINITION = (
     "L = (1/P) Σ_i ℓ_i over {}; mse: ℓ_i = Σ_k (f_ik - y_ik)² (summed over outputs, no "
-    "factor 1/2); cross_entropy: ℓ_i = -log softmax(f_i)_(y_i); f the network's outputs "
-    "with output scale and centering (dynamics.losses)")
+    "factor 1/2); cross_entropy: ℓ_i = -log softmax(f_i)_(y_i); cross_entropy_z_loss: "
+    "that plus 1e-4 (log Σ_k exp f_ik)²; f the network's outputs with output scale and "
+    "centering (dynamics.losses)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,7 @@ from dynamics import curvature, losses
 from dynamics.curvature import density, lanczos, operators, trace
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def dense(matvec, like):

@@ -15,6 +15,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import dynamics as td
+from conftest import float64_teacher_task
 from dynamics import curvature, losses
 from dynamics.curvature import blocks, density
 from dynamics.observables import Context
@@ -29,16 +30,11 @@ SWEEP = {"seed": [0, 1], "lr": [0.1, 0.2]}
 RTOL = 1e-8
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
-@functools.lru_cache(maxsize=None)
 def task():
-    return td.tasks.teacher_student_linear(
-        dim=3, n_train=N_TRAIN, n_test=4, out_dim=2, seed=0).astype("float64")
+    return float64_teacher_task(N_TRAIN)
 
 
 def make_spec(observables, optimizer=None, steps=STEPS):

@@ -5,7 +5,6 @@ against single runs."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,22 +13,18 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import dynamics as td
+from conftest import float64_teacher_task
 from dynamics import curvature, losses
 
 STEPS, LOG_EVERY = 12, 4  # log points 0..3
 N_TRAIN = 20
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
-@functools.lru_cache(maxsize=None)
 def task():
-    return td.tasks.teacher_student_linear(
-        dim=3, n_train=N_TRAIN, n_test=4, out_dim=2, seed=0).astype("float64")
+    return float64_teacher_task(N_TRAIN)
 
 
 def make_spec(observables, **model_kw):

@@ -5,7 +5,6 @@ statistics (its quick preset end to end is slow)."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import jax
@@ -16,6 +15,7 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 import dynamics as td
+from conftest import float64_teacher_task
 from dynamics import curvature, losses
 from dynamics.example_groups import GroupLoss
 
@@ -23,16 +23,11 @@ N_TRAIN = 20
 GROUPS = {"first": (0, 3, 7), "second": (1, 2, 4, 5, 6, 8), "rest": tuple(range(9, N_TRAIN))}
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
-@functools.lru_cache(maxsize=None)
 def task():
-    return td.tasks.teacher_student_linear(
-        dim=3, n_train=N_TRAIN, n_test=4, out_dim=2, seed=0).astype("float64")
+    return float64_teacher_task(N_TRAIN)
 
 
 def make_spec(observables, steps=12):
