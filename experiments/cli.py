@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from experiments.bench import BENCHMARKS
+
 DESCRIPTION = """\
 traindyn reproduces results of deep-learning theory and checks their claims.
 
@@ -14,8 +16,6 @@ traindyn reproduces results of deep-learning theory and checks their claims.
   traindyn bench NAME                 a benchmark; JSON on stdout
 """
 
-BENCHMARKS = {"sweep": "experiments.bench_sweep", "curvature": "experiments.bench_curvature",
-              "ntk": "experiments.bench_ntk", "dmft": "experiments.bench_dmft"}
 
 
 class _Parser(argparse.ArgumentParser):

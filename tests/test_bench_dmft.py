@@ -11,8 +11,8 @@ from experiments import cli
 
 
 def test_bench_dmft_is_registered():
-    assert cli.BENCHMARKS["dmft"] == "experiments.bench_dmft"
-    from experiments import bench_dmft
+    assert cli.BENCHMARKS["dmft"] == "experiments.bench.dmft"
+    from experiments.bench import dmft as bench_dmft
 
     assert list(inspect.signature(bench_dmft.main).parameters) == ["quick", "seed"]
 
@@ -48,7 +48,7 @@ POSITIVE = ("seconds", "iterations", "mc_error", "error_rms", "error_vs_referenc
 
 @pytest.mark.slow  # the quick bench compiles about twenty solver and sweep programs (< 1 min)
 def test_bench_dmft_quick_reports_finite_positive_numbers():
-    from experiments import bench_dmft
+    from experiments.bench import dmft as bench_dmft
 
     result = json.loads(json.dumps(bench_dmft.main(quick=True, seed=0)))  # JSON-able
     assert {"summary", "solve_time", "versus_network", "scaling", "machine"} <= set(result)

@@ -4,7 +4,7 @@
 Run with an interpreter that has torch (CPU build) and pyhessian installed, never from
 traindyn's own environment (neither is a traindyn dependency)::
 
-    python experiments/pyhessian_top_eigenvalue.py problem.npz
+    python scripts/pyhessian_top_eigenvalue.py problem.npz
 
 ``problem.npz`` holds ``x (N, d)``, ``y (N, 1)``, the weights ``w0 (d, h), b0 (h,),
 w1 (h, h), ..., wL (h, 1), bL (1,)`` and the scalars ``multipliers`` (one per layer, the

@@ -38,6 +38,7 @@ import numpy as np
 
 import dynamics as td
 import kernels
+from experiments.bench.timing import best_time
 
 NT_SCRIPT = r"""
 import importlib, json, sys, time
@@ -71,19 +72,6 @@ for name, impl in (("jacobian_contraction", 1), ("ntk_vector_products", 2),
         out["seconds"][name] = f"failed: {type(e).__name__}"
 print(json.dumps(out))
 """
-
-
-def _best(fn, repeats, budget_s=float("inf")):
-    """The best of ``repeats`` timed runs after a first (compiling) one; at least two,
-    fewer than ``repeats`` once the timed runs have taken ``budget_s`` seconds."""
-    jax.block_until_ready(fn())
-    best, spent, k = float("inf"), 0.0, 0
-    while k < repeats and (k < 2 or spent < budget_s):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        elapsed = time.perf_counter() - start
-        best, spent, k = min(best, elapsed), spent + elapsed, k + 1
-    return best
 
 
 def _temp_bytes(compiled):
@@ -128,7 +116,7 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     for method in ("jacobian", "ntvp", "structured", "auto"):
         fn = jax.jit(lambda p, xx, m=method: kernels.empirical_ntk(f, p, xx, method=m))
         compiled = fn.lower(params, x).compile()
-        ours[method] = {"seconds": _best(lambda: compiled(params, x), cfg["repeats"],
+        ours[method] = {"seconds": best_time(lambda: compiled(params, x), cfg["repeats"],
                                          cfg["budget_s"]),
                         "temp_bytes": _temp_bytes(compiled)}
         blocks[method] = np.asarray(compiled(params, x))
@@ -175,7 +163,7 @@ def _observable_overhead(quick, seed):
     times = {}
     for name, observables in (("without", ("default",)), ("with", ("default", obs))):
         spec = td.Spec(**base, observables=observables)
-        times[name] = _best(lambda s=spec: td.sweep(s, seed=[0, 1, 2, 3]).train_loss.values,
+        times[name] = best_time(lambda s=spec: td.sweep(s, seed=[0, 1, 2, 3]).train_loss.values,
                             1 if quick else 2)
     return {"runs": 4, "steps": steps, "log_every": 10, "probe_size": obs.probe_size,
             "seconds": times, "ratio_with_over_without": times["with"] / times["without"]}

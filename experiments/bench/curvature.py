@@ -5,16 +5,18 @@
 * ``hvps_to_1e-3``: operator products that Lanczos (``curvature.lanczos``) and power
   iteration need to reach relative error 1e-3 on ``lambda_max`` (the reference: Lanczos
   with a converged residual);
-* ``sharpness_overhead``: a vmapped sweep with ``Sharpness(iterations=20)`` at every log
-  point, logging every 10 steps, over the same sweep without it (compiled; wall time);
+* ``sharpness_overhead``: a vmapped sweep with ``Sharpness`` at every log point, logging
+  every 10 steps, over the same sweep without it (compiled; wall time), for 20 cold
+  Lanczos steps and for warm starts of 4 and 6 steps (``Sharpness(warm_iterations=...)``),
+  with each one's largest relative error against a cold 60-step Lanczos;
 * ``matfree``: our ``tridiagonalize`` against ``matfree.decomp.tridiag_sym`` (full
   reorthogonalisation), same operator, same number of steps (when matfree is installed);
 * ``pyhessian``: our top eigenvalue against PyHessian's (power iteration, its defaults
   ``tol=1e-3``, ``maxIter=100``) on the same MLP, weights and data in PyTorch (CPU), at
   equal accuracy: our Lanczos with the fewest steps whose error is at most PyHessian's.
   PyTorch and pyhessian are not traindyn dependencies: set ``PYHESSIAN_PYTHON`` to an
-  interpreter that has them (``experiments/pyhessian_top_eigenvalue.py`` is the script it
-  runs); without it the figure is reported as not measured.
+  interpreter that has them (``scripts/pyhessian_top_eigenvalue.py`` of the source repository is the script
+  it runs); without it the figure is reported as not measured.
 
 Times are medians of interleaved repeats, taken in one process; ratios are what to
 compare across machines.
@@ -28,7 +30,6 @@ import os
 import pathlib
 import subprocess
 import tempfile
-import time
 from importlib import metadata
 
 import jax
@@ -38,8 +39,11 @@ import numpy as np
 import dynamics as td
 from dynamics import curvature, losses
 from dynamics.curvature import lanczos, operators
+from experiments.bench.timing import median_times, time_calls
 
 TARGET = 1e-3
+# PyHessian's side, run by an interpreter that has torch and pyhessian (not shipped)
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "pyhessian_top_eigenvalue.py"
 
 
 def _problem(quick: bool, seed: int):
@@ -51,19 +55,6 @@ def _problem(quick: bool, seed: int):
     params = td.init_params(spec, seed=seed)
     x, y = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
     return spec, params, x, y
-
-
-def _timed(fns: dict, repeats: int) -> dict:
-    """Median wall time of each zero-argument function, repeats interleaved."""
-    for f in fns.values():
-        jax.block_until_ready(f())
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(f())
-            times[k].append(time.perf_counter() - start)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _first_below(errors) -> int | None:
@@ -92,7 +83,7 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     v = jax.tree.map(jnp.ones_like, params)
     grad = jax.jit(jax.grad(loss))
     hvp = jax.jit(lambda p, t: operators.hvp(loss, p, t))
-    t = _timed({"grad": lambda: grad(params), "hvp": lambda: hvp(params, v)}, repeats * 3)
+    t = median_times({"grad": lambda: grad(params), "hvp": lambda: hvp(params, v)}, repeats * 3)
     out: dict = {
         "problem": {"n_train": int(x.shape[0]), "in_dim": int(x.shape[1]),
                     "width": model.width, "depth": model.depth, "parameters": int(n_params),
@@ -127,16 +118,28 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     out["matfree"] = _versus_matfree(flat_matvec, flat.shape[0], min(20, n_params), reference,
                                      key, repeats)
 
-    # -- sharpness every 10 steps in a sweep ----------------------------------------------
+    # -- sharpness every 10 steps in a sweep, cold and warm-started ---------------------------
     seeds = range(2 if quick else 4)
     base = dataclasses.replace(spec, strategy="vmap")
-    tracked = dataclasses.replace(base, observables=("default", curvature.Sharpness(iterations=20)))
-    t = _timed({"without": lambda: td.sweep(base, seed=seeds).train_loss.values,
-                "with": lambda: td.sweep(tracked, seed=seeds).train_loss.values},
-               1 if quick else 3)
-    out["sharpness_overhead"] = {"ratio": t["with"] / t["without"], "seconds": t,
-                                 "runs": len(seeds), "steps": spec.steps, "log_every": 10,
-                                 "lanczos_iterations": 20}
+
+    def tracked(observable):
+        return dataclasses.replace(base, observables=("default", observable))
+
+    trackers = {"cold_20": curvature.Sharpness(iterations=20),
+                "warm_4": curvature.Sharpness(iterations=20, warm_iterations=4),
+                "warm_6": curvature.Sharpness(iterations=20, warm_iterations=6)}
+    fns = {"without": lambda: td.sweep(base, seed=seeds).train_loss.values}
+    fns.update({name: (lambda s=tracked(obs): td.sweep(s, seed=seeds).sharpness.values)
+                for name, obs in trackers.items()})
+    t = time_calls(fns, 1 if quick else 3)
+    reference = td.sweep(tracked(curvature.TopEigenvalues(k=1, iterations=60)),
+                         seed=seeds).top_eigenvalues.values[..., 0]
+    out["sharpness_overhead"] = {
+        "runs": len(seeds), "steps": spec.steps, "log_every": 10,
+        "seconds": {name: timing.median for name, timing in t.items()},
+        "ratio": {name: t[name].median / t["without"].median for name in trackers},
+        "max_relative_error_vs_cold_60": {
+            name: float(np.max(np.abs(t[name].result / reference - 1))) for name in trackers}}
 
     # -- against PyHessian -------------------------------------------------------------------
     out["pyhessian"] = _versus_pyhessian(spec, params, x, y, matvec, lanczos_err, reference,
@@ -153,7 +156,7 @@ def _versus_matfree(flat_matvec, n, order, reference, key, repeats):
     tridiag = decomp.tridiag_sym(order, reortho="full")
     theirs = jax.jit(lambda v: jnp.linalg.eigvalsh(tridiag(lambda w: flat_matvec(w), v).J_small)[-1])
     ours = jax.jit(lambda v: lanczos.ritz(lanczos.tridiagonalize(flat_matvec, v, order))[0][-1])
-    t = _timed({"ours": lambda: ours(v0), "matfree": lambda: theirs(v0)}, repeats)
+    t = median_times({"ours": lambda: ours(v0), "matfree": lambda: theirs(v0)}, repeats)
     return {
         "measured": True, "version": metadata.version("matfree"), "order": order,
         "seconds": t, "ratio_matfree_over_ours": t["matfree"] / t["ours"],
@@ -177,7 +180,10 @@ def _versus_pyhessian(spec, params, x, y, matvec, lanczos_err, reference, key, r
     for i, layer in enumerate(params):
         arrays[f"w{i}"] = np.asarray(layer["w"])
         arrays[f"b{i}"] = np.asarray(layer["b"])
-    script = pathlib.Path(__file__).with_name("pyhessian_top_eigenvalue.py")
+    script = SCRIPT
+    if not script.exists():
+        return {"measured": False, "reason": f"{script} is not here (it ships with the "
+                "source repository, not with the installed package)"}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "problem.npz")
         np.savez(path, **arrays)
@@ -190,7 +196,7 @@ def _versus_pyhessian(spec, params, x, y, matvec, lanczos_err, reference, key, r
     hits = np.nonzero(lanczos_err <= error)[0]
     order = int(hits[0]) + 1 if hits.size else len(lanczos_err)
     ours = jax.jit(lambda k: lanczos.eigenpairs(matvec, params, k, order=order).values[0])
-    t = _timed({"ours": lambda: ours(key)}, repeats)
+    t = median_times({"ours": lambda: ours(key)}, repeats)
     return {
         "measured": True,
         "pyhessian": theirs,

@@ -54,24 +54,7 @@ import numpy as np
 import dynamics as td
 from dynamics import assembly, execution, planning, programs, runtime, sweeps
 from dynamics.loop import make_run
-
-
-def _best_times(fns: dict, repeats: int) -> dict:
-    """Best wall time of each function after one warm-up (compile) call; the repeats are
-    interleaved across the functions so that a slow spell of the machine hits all alike."""
-    for fn in fns.values():
-        jax.block_until_ready(fn())
-    best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
-def _best_time(fn, repeats: int) -> float:
-    return _best_times({"fn": fn}, repeats)["fn"]
+from experiments.bench.timing import best_time, best_times
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -79,7 +62,7 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
     mm = jax.jit(jnp.matmul)
-    return 2 * n**3 / _best_time(lambda: mm(a, b), repeats)
+    return 2 * n**3 / best_time(lambda: mm(a, b), repeats)
 
 
 def _hparams(spec, lr):
@@ -168,7 +151,7 @@ def bench_case(label: str, spec: td.Spec, n_runs: int, repeats: int, seed: int) 
         s = dataclasses.replace(spec, strategy=strategy)
         plan = planning.make_plan(s, n_runs, logs_per_chunk=s.n_logs)
         fns[strategy] = functools.partial(execution.execute, s, plan, keys, columns)
-    times = _best_times(fns, repeats)
+    times = best_times(fns, repeats)
     t_serial = times["serial"]
     flops = programs.run_flops(spec) * n_runs
     case = {"model": label, "runs": n_runs, "steps": spec.steps,
@@ -197,7 +180,7 @@ def bench_cores(n_runs: int, steps: int, width: int, repeats: int, seed: int) ->
     ``TRAINDYN_CPU_DEVICES`` asks for more, ``dynamics.runtime``): the time ratio, and the sweep's fraction of the matmul rate."""
     task = td.tasks.digits(n_train=256, n_test=128, loss="mse", seed=seed)
     spec = _mlp_spec(task, width, steps, seed)
-    times = _best_times({
+    times = best_times({
         "runs": lambda: [td.run(spec, seed=s, progress=False) for s in range(n_runs)],
         "sweep": lambda: td.sweep(spec, seed=range(n_runs), progress=False),
     }, repeats)
@@ -292,7 +275,7 @@ def bench_checkpoint(task, width: int, n_runs: int, steps: int, repeats: int, se
         return td.sweep(spec, checkpoint_dir=os.path.join(root, str(next(count))),
                         progress=False, **axes)
 
-    times = _best_times({"plain": lambda: td.sweep(spec, progress=False, **axes),
+    times = best_times({"plain": lambda: td.sweep(spec, progress=False, **axes),
                          "checkpointed": with_checkpoint}, repeats)
     plan = planning.make_plan(spec, n_runs)
     return {"width": width, "runs": n_runs, "steps": steps,
@@ -304,7 +287,8 @@ def bench_checkpoint(task, width: int, n_runs: int, steps: int, repeats: int, se
 
 _SHARDING_CHILD = """
 import json, sys, jax, numpy as np
-from experiments import bench_sweep as b
+from experiments.bench import sweep as b
+from experiments.bench.timing import best_times
 import dynamics as td
 from dynamics import execution, planning, sweeps
 width, n_runs, steps, repeats, seed = map(int, sys.argv[1:6])
@@ -317,7 +301,7 @@ one = planning.Plan("chunked", n_runs, spec.n_logs)  # the same runs on one devi
 spec_one = td.Spec(spec.model, spec.task, spec.optimizer, steps=spec.steps,
                    log_every=spec.log_every, root_seed=seed, strategy="chunked",
                    chunk_size=n_runs)
-times = b._best_times({
+times = best_times({
     "one_device": lambda: execution.execute(spec_one, one, keys, hp),
     "sharded": lambda: execution.execute(spec, sharded, keys, hp),
 }, repeats)
@@ -350,7 +334,7 @@ def bench_throughput(task, width: int, steps: int, repeats: int, seed: int,
     out = {"width": width, "steps": steps, "sizes": {}}
     for n in sizes:
         axes = {"seed": range(n // 8), "lr": list(np.linspace(0.01, 0.08, 8))}
-        t = _best_times({"sweep": lambda: td.sweep(spec, progress=False, **axes)},
+        t = best_times({"sweep": lambda: td.sweep(spec, progress=False, **axes)},
                         repeats)["sweep"]
         out["sizes"][str(n)] = {"seconds": round(t, 4),
                                 "run_steps_per_second": round(n * steps / t, 1)}

@@ -71,6 +71,7 @@ import threadpoolctl
 
 import dynamics as td
 from dynamics import sweeps
+from experiments.bench.timing import time_calls
 from experiments.common import loglog_slope
 from kernels import dmft
 from kernels.dmft import deep
@@ -120,19 +121,6 @@ def _data(n_train, seed):
 def _model(depth, activation, width=128):
     return td.MLP(width=width, depth=depth, activation=activation, parametrization="mup",
                   bias=False, gamma0=GAMMA0, center=True)
-
-
-def _timed(fn, repeats):
-    """``(best seconds, first-call seconds, last result)``: the first call compiles."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best, first, out
 
 
 def _loss_error(curve, reference):
@@ -266,15 +254,19 @@ def _deep_times(cfg, seed):
 # -- (d) one iteration: causal responses against dense jacfwd, and a matmul ----------------
 
 
-def _matmul_seconds(size=2048):
-    """The best time of a ``size^3`` float64 matrix product (jitted, seeded operands)."""
+def _matmul(size=2048):
+    """A jitted ``size^3`` float64 matrix product of seeded operands, as a zero-argument
+    function (the yardstick the DMFT's cost is measured in)."""
     rng = np.random.default_rng(0)
     a, b = (jnp.asarray(rng.standard_normal((size, size))) for _ in range(2))
     product = jax.jit(jnp.matmul)
-    product(a, b).block_until_ready()
-    start = time.perf_counter()
-    product(a, b).block_until_ready()
-    return time.perf_counter() - start
+    return lambda: product(a, b)
+
+
+def _timed(fn, repeats):
+    """``(best seconds, first-call seconds, last result)`` (``experiments.bench.timing``)."""
+    t = time_calls({"fn": fn}, repeats)["fn"]
+    return t.best, t.first, t.result
 
 
 def _one_iteration(cfg, seed):
@@ -301,22 +293,15 @@ def _one_iteration(cfg, seed):
         return lambda responses: jax.block_until_ready(
             deep.iterate(state, noise, *args, responses=responses, **kw))
 
-    def clock(fn):
-        start = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - start, out
-
     rows = []
     with jax.enable_x64(True), threadpoolctl.threadpool_limits(1, user_api="blas"):
         for steps in cfg["steps"] + cfg["causal_only_steps"]:
             one = setup(steps)
             kinds = ["causal"] + (["jacfwd"] if steps in cfg["steps"] else [])
-            first = {k: clock(lambda k=k: one(k)) for k in kinds}
-            best = {k: math.inf for k in kinds + ["matmul"]}
-            for _ in range(cfg["repeats"]):
-                for k in kinds:
-                    best[k] = min(best[k], clock(lambda k=k: one(k))[0])
-                best["matmul"] = min(best["matmul"], _matmul_seconds())
+            fns = {k: (lambda k=k: one(k)) for k in kinds}
+            timings = time_calls({**fns, "matmul": _matmul()}, cfg["repeats"])
+            best = {k: t.best for k, t in timings.items()}
+            first = {k: (timings[k].first, timings[k].result) for k in kinds}
             row = {"steps": steps, "grid_points": (steps + 1) * cfg["n_train"],
                    "causal_seconds": best["causal"], "matmul_2048_seconds": best["matmul"],
                    "causal_over_matmul": best["causal"] / best["matmul"],
