@@ -17,8 +17,8 @@ so their gradients decouple); averaging over them averages over teachers, noises
 initial weights at one cost. Loss ``L = (1/P) sum_i ||f(x_i) - y_i||^2`` (no 1/2,
 ``dynamics.losses``), full-batch GD with step ``eta`` on ``P = alpha N`` examples.
 
-Mode by mode (paper Sec. 2.1, with our loss)
---------------------------------------------
+Mode by mode (the paper's Sec. 2, rewritten for our loss and for discrete GD)
+---------------------------------------------------------------------------
 ``grad L = 2 (S w - X^T y / P)`` with ``S = X^T X / P``. In the eigenbasis ``S v_i =
 lambda_i v_i`` each mode of one output's weights moves on its own:
 
@@ -33,9 +33,9 @@ the population error of the weights, ``E_g = |w - w*|^2`` per output (``x ~ N(0,
 I)``; the ``TeacherError`` observable), and (1) gives it exactly for one instance:
 ``instance_prediction``, an oracle the float32 simulation matches to rounding.
 
-The average (paper Sec. 2.2-2.3): with ``w* - w_inf = -sigma S^+ X^T xi / P`` on the
-span and ``E[(v_i . X^T xi / P)^2] = lambda_i / P``, averaging over teacher, noise and
-initial weights gives a sum over the spectrum of ``S``; for ``N -> infinity`` it becomes
+The average (the paper's Sec. 2, its Marchenko-Pastur average): with ``w* - w_inf =
+-sigma S^+ X^T xi / P`` on the span and ``E[(v_i . X^T xi / P)^2] = lambda_i / P``,
+averaging over teacher, noise and initial weights gives a sum over the spectrum of ``S``; for ``N -> infinity`` it becomes
 an integral over its Marchenko-Pastur density ``rho`` (``kernels.marchenko_pastur``):
 
     E_g(t) = int rho(lambda) [ (1 + sigma_w^2) (1 - 2 eta lambda)^{2t}
@@ -60,7 +60,7 @@ Claims
 2. It equals the per-instance prediction (1) of every run to float32 rounding.
 3. The final test error, and the overtraining (final minus the best over time), are
    largest at the ``alpha`` of the grid nearest 1 (at the smallest ``sigma_w``: a large
-   initial scale adds ``(1 - alpha) sigma_w^2`` at small ``alpha``, paper Sec. 3).
+   initial scale adds ``(1 - alpha) sigma_w^2`` at small ``alpha``: the paper's frozen subspace).
 4. The component of ``w_T - w_0`` orthogonal to the data's span is zero (to rounding).
 5. The final test error rises with ``sigma_w^2`` with slope ``(1 - alpha)_+`` (plus the
    unconverged part of (2)), as (2) predicts, at every ``alpha``.
@@ -96,8 +96,10 @@ PRESETS = {
                  mp_tolerance=0.05),
 }
 
-# Running times (SECONDS, see experiments/__init__.py), measured on 2 shared cores.
-SECONDS = {"quick": None, "full": None}
+# Running times (SECONDS, see experiments/__init__.py), measured on 2 cores shared with
+# other jobs (about half of the CPU time was ours): quick 100 s (116 s wall with start-up
+# and figure; 54 s of CPU), full 398 s (412 s wall).
+SECONDS = {"quick": 100, "full": 400}
 
 # Claim 1's relative tolerance is the preset's ``mp_tolerance``: 5% at N = 200 (the
 # issue's "few percent"), 10% at the quick preset's N = 100. What it must cover, measured:

@@ -12,7 +12,7 @@ D``) have, as ``P, D -> infinity`` at fixed load ``alpha = P / D`` (ratio ``c = 
            \qquad \lambda_\pm = (1 \pm 1/\sqrt\alpha)^2,
 
 the form used by Advani, Saxe & Sompolinsky (2020, "High-dimensional dynamics of
-generalization error in neural networks", Neural Networks 132, Sec. 2.2, their
+generalization error in neural networks", Neural Networks 132, Sec. 2, their
 Marchenko-Pastur density with ``alpha = P / N``), whose inputs have variance ``1/N`` where
 ours have variance 1 and whose ``X X^T`` carries no ``1/P``: their eigenvalues are ours
 times ``alpha``. For ``alpha < 1`` the atom of weight ``1 - alpha`` at ``lambda = 0`` is
