@@ -495,6 +495,7 @@ def _plot_transformer(ds, axes):
     where = f"transformer, (a + b) mod {config.get('p')}\n"
     t = ds.sel(variant=TRANSFORMER)
     seeds = ds.seed.values
+    eigen_axis = axes["t_ntk"].twinx()
     for k, s in enumerate(seeds):
         r = t.sel(seed=s)
         first = k == 0
@@ -512,6 +513,9 @@ def _plot_transformer(ds, axes):
             da = r[name].dropna("step")
             ax.plot(da.step.values, da.values, style, ms=3,
                     label=name.replace("_", " ") if first else None)
+        top = r.ntk_eigenvalues.isel(ntk_index=0).dropna("step")
+        eigen_axis.plot(top.step.values, top.values, "^:", ms=3, color="tab:gray",
+                        label="top NTK eigenvalue (right)" if first else None)
         change = r.activation_change_l1.dropna("step", how="all")
         for i, module in enumerate(change.module.values):
             axes["t_coord"].plot(change.step.values, change.sel(module=module).values,
@@ -523,5 +527,7 @@ def _plot_transformer(ds, axes):
                       title=f"{where}empirical NTK, {config.get('probe_size')} examples")
     axes["t_coord"].set(xlabel="step", ylabel="mean |h_t - h_0|", yscale="log",
                         title=f"{where}coordinate check")
+    eigen_axis.set(yscale="log", ylabel="top eigenvalue of K_t")
     for name in ("t_acc", "t_sharp", "t_ntk", "t_coord"):
         axes[name].legend(fontsize=7)
+    eigen_axis.legend(fontsize=7, loc="center right")
