@@ -1,9 +1,11 @@
 """The softmax-collapse reproduction: oracles for StableMax, the collapse observable and
-the gradient-weight alignment (fast), and the quick preset end to end (slow)."""
+the gradient-weight alignment, the transformer's task and in-loop probes (fast), and the
+quick preset end to end (slow)."""
 
 import json
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -167,6 +169,118 @@ def test_aligned_window_is_between_fit_and_collapse():
     assert sc._aligned_window_cosine(run) == pytest.approx(0.7)  # median of 0.8, 0.6
 
 
+def test_token_task_is_the_onehot_task_as_answer_masked_sequences():
+    # the transformer's task (modular_arithmetic(encoding="tokens")) against the MLP's on
+    # the same seed: the same pairs in the same order (the same split), as sequences
+    # (a, b, =) whose answer (a + b) mod p is the target of the last position only
+    p = 7
+    onehot = td.tasks.modular_arithmetic(p, train_fraction=0.4, seed=0)
+    tokens = td.tasks.modular_arithmetic(p, train_fraction=0.4, seed=0, encoding="tokens")
+    for split in ("train", "test"):
+        x_oh, y_oh = getattr(onehot, f"x_{split}"), getattr(onehot, f"y_{split}")
+        x, y = getattr(tokens, f"x_{split}"), getattr(tokens, f"y_{split}")
+        mask = getattr(tokens, f"mask_{split}")
+        a, b = np.argmax(x_oh[:, :p], 1), np.argmax(x_oh[:, p:], 1)
+        np.testing.assert_array_equal(x, np.stack([a, b, np.full_like(a, p)], 1))
+        np.testing.assert_array_equal(y[:, -1], (a + b) % p)
+        np.testing.assert_array_equal(y[:, -1], y_oh)
+        np.testing.assert_array_equal(mask, np.tile([False, False, True], (len(a), 1)))
+    assert tokens.n_classes == p + 1  # the vocabulary: 0..p-1 and "="
+
+
+TINY_TRANSFORMER = dict(p=5, train_fraction=0.6, width=8, depth=1, heads=2, lr=0.01,
+                        steps=2, log_every=1, sharpness_every=2, kernel_every=2,
+                        probe_size=6)
+
+
+@pytest.mark.slow  # compiling the transformer loop with its probes takes about 80 s
+def test_transformer_probes_equal_dense_computations():
+    # the transformer run's in-loop sharpness, empirical NTK and coordinate check, at
+    # steps 0 and 2 of a tiny run, against jax.hessian + eigh, jax.jacrev and the model's
+    # activations evaluated outside the loop
+    spec = sc.make_transformer_spec(**TINY_TRANSFORMER)
+    ds, states = td.sweep(spec, seed=[0], return_state=True, progress=False)
+    model, task = spec.model, spec.task
+    params0 = td.init_params(spec, seed=0)
+    params = jax.tree.map(lambda a: a[0], states[()].params)
+    x, y = jnp.asarray(task.x_train), losses.Masked(jnp.asarray(task.y_train),
+                                                    jnp.asarray(task.mask_train))
+    probe = x[:TINY_TRANSFORMER["probe_size"]]
+    mask = jnp.asarray(task.mask_train[:TINY_TRANSFORMER["probe_size"]])
+    run = ds.isel(seed=0)
+    flat, unravel = jax.flatten_util.ravel_pytree(params0)
+
+    def loss(theta):
+        return losses.cross_entropy(model.apply(unravel(theta), x), y)
+
+    def top_ntk(prm):
+        def f(p):
+            out = model.apply(p, probe) * mask[..., None]
+            return out.reshape(-1)
+        jac = jax.jacrev(lambda t: f(unravel(t)))(jax.flatten_util.ravel_pytree(prm)[0])
+        n = probe.shape[0]
+        jac = jac.reshape(n, -1, jac.shape[-1])
+        k = jnp.einsum("iap,jap->ij", jac, jac) / jac.shape[1]  # mean over T x O outputs
+        return np.linalg.eigvalsh(np.asarray(k, np.float64))[::-1]
+
+    for step, prm in ((0, params0), (2, params)):
+        theta = jax.flatten_util.ravel_pytree(prm)[0]
+        h = np.asarray(jax.hessian(loss)(theta), np.float64)
+        top = np.linalg.eigvalsh((h + h.T) / 2)[-1]
+        r = run.sel(step=step)
+        # 20 Lanczos steps on a float32 Hessian of a few hundred parameters: the top
+        # eigenvalue to float32 accumulated rounding, well within 1e-3 relative
+        assert float(r.sharpness) == pytest.approx(top, rel=1e-3)
+        # the traced NTK's top eigenvalues: structured derivatives (the "auto" choice)
+        # against the dense Jacobian, float32 rounding of sums over ~1e3 parameters
+        np.testing.assert_allclose(r.ntk_eigenvalues.values, top_ntk(prm)[:4], rtol=1e-3)
+        acts = model.activations(prm, probe)
+        acts0 = model.activations(params0, probe)
+        want = [float(jnp.mean(jnp.abs(acts[m] - acts0[m]))) for m in run.module.values]
+        np.testing.assert_allclose(r.activation_change_l1.values, want, rtol=1e-4,
+                                   atol=1e-6)  # float32 rounding of a mean of |differences|
+    assert float(run.kernel_distance.sel(step=0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(run.kernel_distance.sel(step=2)) > 1e-6  # it moved: the check can fail
+    assert list(run.module.values)[-1] == "logits"
+    assert np.isnan(float(run.sharpness.sel(step=1)))  # the stride: measured at 0 and 2
+
+
+def test_transformer_claims_read_a_synthetic_run():
+    import xarray as xr
+
+    config = dict(TINY_TRANSFORMER, steps=4, log_every=1, sharpness_every=2, kernel_every=2)
+    nan = np.nan
+    t = xr.Dataset(
+        {"train_accuracy": ("step", [0.1, 0.9, 1.0, 1.0, 1.0]),
+         "test_accuracy": ("step", [0.02, 0.05, 0.04, 0.03, 0.03]),
+         "softmax_collapse": ("step", [0.0, 0.0, 0.1, 0.6, 0.7]),
+         "sharpness": ("step", [10.0, nan, 0.1, nan, 0.001]),
+         "kernel_distance": ("step", [0.0, nan, 0.4, nan, 0.45]),
+         "kernel_alignment": ("step", [0.3, nan, 0.5, nan, 0.5]),
+         "ntk_eigenvalues": (("step", "ntk_index"), [[1.0], [nan], [2.0], [nan], [7.0]]),
+         "activation_change_l1": (("step", "module"), [[0.0], [1.0], [2.0], [3.0], [4.0]])},
+        coords={"step": np.arange(5)}).expand_dims(seed=[0])
+    t = t.assign_attrs(transformer=json.dumps(config))
+    claims = {c.name: c for c in sc.transformer_claims(t)}
+    assert claims["transformer_softmax_collapses"].measured == pytest.approx(0.7)
+    assert claims["transformer_sharpness_falls"].measured == pytest.approx(1e-4)
+    # between step 2 (first fitted kernel point) and step 4 (largest collapse)
+    assert claims["transformer_ntk_grows"].measured == pytest.approx(3.5)
+    assert claims["transformer_ntk_keeps_its_shape"].measured == pytest.approx(0.05)
+    assert claims["transformer_theory_observables_finite"].measured == 0
+    assert all(c.passed for c in claims.values())
+    broken = t.copy()
+    broken["sharpness"] = broken.sharpness.where(broken.step != 2, nan)
+    assert sc.transformer_claims(broken)[-1].measured == 1  # a missing measurement counts
+
+
+def test_transformer_settings_are_validated():
+    with pytest.raises(ValueError, match="sharpness_every"):
+        sc.make_transformer_spec(**dict(TINY_TRANSFORMER, log_every=2, sharpness_every=3))
+    with pytest.raises(ValueError, match="transformer must be"):
+        sc.run(**dict(sc.PRESETS["quick"], transformer=dict(p=5)))
+
+
 @pytest.mark.slow
 def test_quick_preset_runs_through_the_command_line(tmp_path):
     code = cli.main(["run", "softmax-collapse", "--preset", "quick", "--out", str(tmp_path)])
@@ -177,5 +291,9 @@ def test_quick_preset_runs_through_the_command_line(tmp_path):
     assert names == {"float32_softmax_collapses", "collapsed_examples_have_zero_loss",
                      "float32_test_accuracy_stalls", "float64_delays_collapse",
                      "orthogonal_generalises", "gradient_aligns_with_weights",
-                     "no_divergence"}
+                     "no_divergence", "transformer_fits_training_set",
+                     "transformer_softmax_collapses", "transformer_test_accuracy_stalls",
+                     "transformer_sharpness_falls", "transformer_ntk_grows",
+                     "transformer_ntk_keeps_its_shape",
+                     "transformer_theory_observables_finite"}
     assert (tmp_path / "figure.png").stat().st_size > 10_000
