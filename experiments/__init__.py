@@ -29,6 +29,7 @@ EXPERIMENTS = {
     "softmax-collapse": "experiments.softmax_collapse",
     "small-scale-proxies": "experiments.small_scale_proxies",
     "opposing-signals": "experiments.opposing_signals",
+    "criticality": "experiments.criticality",
 }
 
 
