@@ -38,3 +38,14 @@ def get(name: str) -> Callable[[jax.Array], jax.Array]:
         raise ValueError(
             f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}"
         ) from None
+
+
+def _selu(x):
+    """selu (Klambauer et al. 2017, eq. 2): ``lambda x`` for ``x > 0``,
+    ``lambda alpha (e^x - 1)`` otherwise, with their ``alpha_01 ~ 1.6733``,
+    ``lambda_01 ~ 1.0507`` (Sec. 3), which make mean 0 and variance 1 the fixed point of
+    a layer with normalised weights (``kernels.criticality.selu_moment_map``)."""
+    return jax.nn.selu(x)
+
+
+ACTIVATIONS["selu"] = _selu

@@ -30,6 +30,7 @@ EXPERIMENTS = {
     "small-scale-proxies": "experiments.small_scale_proxies",
     "opposing-signals": "experiments.opposing_signals",
     "generalization-dynamics": "experiments.generalization_dynamics",
+    "criticality": "experiments.criticality",
 }
 
 

@@ -33,6 +33,9 @@ eq. 5; Jacot, Gabriel & Hongler 2018, Thm 1). Closed forms, with
   1e-7 for ``q <= 4`` and ~1e-3 at ``q ~ 16``; ``gelu`` agrees with neural-tangents'
   closed form to 6e-7 on the reference cases. Kinks converge only algebraically
   (``relu`` by quadrature: ~2e-3), which is why ``relu`` uses its closed form.
+  ``selu`` (Klambauer et al. 2017, eq. 2) has a kink at 0 too: its quadrature dual is off
+  by ~1e-4 at ``q1 = q2 = c = 1`` (``E selu(z)^2 = 1`` there exactly); the single-input
+  moments in closed form are ``kernels.criticality.selu_moment_map``.
 """
 
 from __future__ import annotations
