@@ -97,3 +97,18 @@ def test_every_snippet_runs_on_its_own(index, tmp_path):
                           capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, f"snippet {index} failed after {seconds:.0f} s:\n{proc.stderr[-3000:]}"
+
+
+def test_the_experiment_table_lists_every_experiment_with_its_running_times():
+    """A row per registered experiment, with the times its ``SECONDS`` records (as
+    ``traindyn list`` prints them), so the README cannot drift from the measurements."""
+    from experiments import EXPERIMENTS, get
+    from experiments.cli import duration
+
+    text = (ROOT / "README.md").read_text()
+    for name in EXPERIMENTS:
+        module = get(name)
+        times = f"{duration(module, 'quick')} / {duration(module, 'full')}"
+        rows = [line for line in text.splitlines() if line.startswith(f"| `{name}` |")]
+        assert len(rows) == 1, name
+        assert rows[0].endswith(f"| {times} |"), (name, rows[0][-40:], times)
