@@ -160,3 +160,22 @@ def test_opposing_signals_quick_preset_passes_every_claim(tmp_path):
                  "top_eigenvector_share"):
         assert np.isfinite(ds[name].dropna("step", how="all")).all(), name
     assert (tmp_path / "figure.png").stat().st_size > 0
+
+
+def test_oscillation_ratio_and_concentration_statistics():
+    from experiments import opposing_signals as os_
+
+    t = np.arange(40)
+    # groups A and B wiggle by a factor 1.1 / 0.9 and the rest by 1.01 / 0.99: the std of
+    # the log changes scales with log(1.1/0.9) / log(1.01/0.99), exactly
+    ds = _groups_ds(1 + 0.1 * (-1.0) ** t, 1 - 0.1 * (-1.0) ** t)
+    rest = 1 + 0.01 * (-1.0) ** t
+    ds["group_loss"].loc[dict(group="rest")] = rest[None]
+    expected = np.log(1.1 / 0.9) / np.log(1.01 / 0.99)
+    np.testing.assert_allclose(float(os_.oscillation_ratio(ds)[0]), expected, rtol=1e-10)
+    # shares: A + B = 0.3 at every measured log point of the second half, fraction 0.1
+    share = np.full((1, 40, 3), np.nan)
+    share[0, ::10] = [0.1, 0.2, 0.7]
+    ds["top_eigenvector_share"] = (("seed", "step", "group"), share)
+    ds.attrs["group_fraction"] = 0.1
+    np.testing.assert_allclose(float(os_.concentration(ds)[0]), 3.0, rtol=1e-12)
