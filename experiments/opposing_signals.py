@@ -117,9 +117,10 @@ PRESETS = {
                  kernel_every=150),
 }
 
-# Running times (SECONDS, see experiments/__init__.py), measured on 2 CPU cores shared with
-# other jobs (quick 205 s; full 2789 s, 46 min: 4,800 run-steps at every-step logging).
-SECONDS = {"quick": 205, "full": 2789}
+# Running times (SECONDS, see experiments/__init__.py), measured on 2 CPU cores: quick 66 s
+# on idle cores (205 s while other jobs ran); full 2789 s (46 min, 4,800 run-steps logged
+# at every step) while other jobs ran.
+SECONDS = {"quick": 66, "full": 2789}
 
 SHARPENING_START = 0.9   # sharpness(0) eta/2 at most this: sharpening from below
 PLATEAU_TOLERANCE = 0.1  # |median late sharpness eta/2 - 1|
