@@ -77,22 +77,16 @@ def rows_of(targets, rows):
     return jax.tree.map(lambda a: a[rows], targets)
 
 
+GROUP = ("group of training examples", "the name of a set of training rows")
+
+
 @dataclasses.dataclass(frozen=True)
-class GroupLoss(Observable):
-    """``group_loss`` (dim ``group``): the training loss on each group of training rows
-    (module doc). ``groups``: ``{name: rows}`` or ``(name, rows)`` pairs. It reuses the
-    full-batch training outputs of the log point (no extra forward pass), so it is cheap
-    enough for every step (``log_every=1``)."""
+class Grouped:
+    """What every observable of groups shares: ``groups`` (``{name: rows}`` or ``(name,
+    rows)`` pairs) checked when it is built and against the training set when the spec is
+    (``bind``), and the ``group`` coordinate (the names, in order)."""
 
     groups: Any = ()
-    dims: ClassVar = {"group_loss": ("group",)}
-    descriptions: ClassVar = {
-        "group_loss": ("loss on a group of training examples",
-                       "L_g = (1/|g|) Σ_{i∈g} ℓ_i: the training loss (normalisation of "
-                       "dynamics.losses, training targets with their label noise) on the "
-                       "rows of group g only"),
-        "group": ("group of training examples", "the name of a set of training rows"),
-    }
 
     def __post_init__(self):
         object.__setattr__(self, "groups", check_groups(type(self).__name__, self.groups))
@@ -103,6 +97,23 @@ class GroupLoss(Observable):
 
     def coords(self):
         return {"group": np.array([name for name, _ in self.groups])}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupLoss(Grouped, Observable):
+    """``group_loss`` (dim ``group``): the training loss on each group of training rows
+    (module doc). ``groups``: ``{name: rows}`` or ``(name, rows)`` pairs. It reuses the
+    full-batch training outputs of the log point (no extra forward pass), so it is cheap
+    enough for every step (``log_every=1``)."""
+
+    dims: ClassVar = {"group_loss": ("group",)}
+    descriptions: ClassVar = {
+        "group_loss": ("loss on a group of training examples",
+                       "L_g = (1/|g|) Σ_{i∈g} ℓ_i: the training loss (normalisation of "
+                       "dynamics.losses, training targets with their label noise) on the "
+                       "rows of group g only"),
+        "group": GROUP,
+    }
 
     def __call__(self, ctx):
         outputs, targets = ctx.train_outputs, ctx.data["y_train"]

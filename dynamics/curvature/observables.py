@@ -19,7 +19,7 @@ products (Lanczos steps), capped at the number of parameters.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.flatten_util
@@ -238,7 +238,7 @@ class BatchSharpness(Observable):
 
 
 @dataclasses.dataclass(frozen=True)
-class TopEigenvectorShare(Observable):
+class TopEigenvectorShare(example_groups.Grouped, Observable):
     """``top_eigenvector_share`` (dim ``group``): how much of the curvature along the top
     Hessian eigenvector each group of training rows carries (Rosenfeld & Risteski 2024,
     "Outliers with opposing signals have an outsized effect on neural network
@@ -255,7 +255,6 @@ class TopEigenvectorShare(Observable):
     value). A group whose share is well above its fraction ``w_g`` of the data dominates
     the sharpest direction. ``groups``: ``{name: rows}`` or ``(name, rows)`` pairs."""
 
-    groups: Any = ()
     iterations: int = 20
     dims: ClassVar = {"top_eigenvector_share": ("group",)}
     descriptions: ClassVar = {
@@ -264,20 +263,12 @@ class TopEigenvectorShare(Observable):
             f"w_g vᵀH_g v / vᵀH v: v the top eigenvector of {_HESSIAN} (`iterations` "
             "Lanczos steps), H_g the Hessian of the loss on group g, w_g = |g|/P its share "
             "of the counted training positions (Rosenfeld & Risteski 2024)"),
-        "group": ("group of training examples", "the name of a set of training rows"),
+        "group": example_groups.GROUP,
     }
 
     def __post_init__(self):
-        owner = type(self).__name__
-        object.__setattr__(self, "groups", example_groups.check_groups(owner, self.groups))
-        _need_int(owner, "iterations", self.iterations, 1)
-
-    def bind(self, spec):
-        example_groups.check_rows_in(type(self).__name__, self.groups, spec.task.n_train)
-        return self
-
-    def coords(self):
-        return {"group": np.array([name for name, _ in self.groups])}
+        super().__post_init__()
+        _need_int(type(self).__name__, "iterations", self.iterations, 1)
 
     def __call__(self, ctx):
         matvec = operators.from_context(ctx, "hessian")
