@@ -66,7 +66,10 @@ def combine(parts, static_axes: dict, dims: list[str], grid_names: list[str]) ->
         nested = np.empty([len(v) for v in static_axes.values()], dtype=object)
         for index, part in zip(np.ndindex(nested.shape), parts):
             nested[index] = part
-        ds = xr.combine_nested(nested.tolist(), concat_dim=static_names, combine_attrs="drop")
+        # join="outer": a coordinate whose length follows a static axis (the blocks of a
+        # depth sweep) is padded with NaN where a part lacks it, not refused
+        ds = xr.combine_nested(nested.tolist(), concat_dim=static_names, join="outer",
+                               combine_attrs="drop")
         for name in static_names:  # string axes as numpy strings, not objects
             if ds[name].dtype == object:
                 ds = ds.assign_coords({name: ds[name].values.astype(str)})
