@@ -251,6 +251,29 @@ def _deep_times(cfg, seed):
     return out
 
 
+def full_solve(cfg, seed):
+    """A complete ``monte_carlo`` solve of ``cfg`` (``depth``, ``n_train``, ``steps``,
+    ``samples``, ``window``; tanh, ``mc_error=False``), timed after a warm-up call with
+    ``max_iter=1`` that compiles: wall seconds, iterations, convergence and the median time
+    per iteration (the paper-scale solve, measured where the machine allows it)."""
+    x, y, _ = _data(cfg["n_train"], seed)
+    model = _model(cfg["depth"], "tanh")
+    kw = dict(lr=LR_DEEP, steps=cfg["steps"], solver="monte_carlo", samples=cfg["samples"],
+              seed=seed, window=cfg["window"], mc_error=False)
+    start = time.perf_counter()
+    with warnings.catch_warnings():  # one iteration: not converged
+        warnings.simplefilter("ignore", RuntimeWarning)
+        dmft.solve(model, x, y, max_iter=1, **kw)
+    first = time.perf_counter() - start
+    ds, seconds, per = _solve_clocked(model, x, y, **kw)
+    return {"depth": cfg["depth"], "n_train": cfg["n_train"], "steps": cfg["steps"],
+            "samples": cfg["samples"], "window": cfg["window"], "activation": "tanh",
+            "dtype": "float64", "seconds": seconds, "first_call_seconds": first,
+            "iterations": int(ds.attrs["iterations"]), "converged": bool(ds.attrs["converged"]),
+            "median_seconds_per_iteration": float(np.median(per)) if per else None,
+            "final_train_loss": float(ds.train_loss.values[-1])}
+
+
 # -- (d) one iteration: causal responses against dense jacfwd, and a matmul ----------------
 
 
@@ -269,7 +292,7 @@ def _timed(fn, repeats):
     return t.best, t.first, t.result
 
 
-def _one_iteration(cfg, seed):
+def one_iteration(cfg, seed):
     """One ``monte_carlo`` iteration (``kernels.dmft.deep.iterate``, float64, tanh, from
     the state after one iteration, so that the responses are non-zero) with the causal
     blocked responses and with the dense ``jax.jacfwd`` reference, timed interleaved
@@ -459,7 +482,7 @@ def _scaling(cfg, deep_cfg, deep, repeats, seed):
     return out
 
 
-def _machine():
+def machine():
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -476,7 +499,7 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     cfg = QUICK if quick else FULL
     repeats = cfg["repeats"]
     start = time.perf_counter()
-    machine = _machine()
+    host = machine()
     stages = {}
 
     def stage(name, fn):
@@ -488,7 +511,7 @@ def main(quick: bool = False, seed: int = 0) -> dict:
 
     two = stage("two_layer", lambda: _two_layer_times(cfg["two_layer"], repeats, seed))
     deep = stage("deep_monte_carlo", lambda: _deep_times(cfg["deep"], seed))
-    iteration = stage("one_iteration", lambda: _one_iteration(cfg["iteration"], seed))
+    iteration = stage("one_iteration", lambda: one_iteration(cfg["iteration"], seed))
     versus = stage("versus_network", lambda: _versus_network(cfg["versus"], repeats, seed))
     scaling = stage("scaling", lambda: _scaling(cfg["scaling"], cfg["deep"], deep, repeats,
                                                 seed))
@@ -519,7 +542,7 @@ def main(quick: bool = False, seed: int = 0) -> dict:
     return {"benchmark": "dmft", "quick": bool(quick), "seed": seed, "summary": summary,
             "solve_time": {"two_layer": two, "deep_monte_carlo": deep},
             "one_iteration": iteration, "versus_network": versus, "scaling": scaling,
-            "machine": machine,
+            "machine": host,
             "lr": LR, "gamma0": GAMMA0, "dim": DIM,
             "stage_seconds": stages, "seconds_total": time.perf_counter() - start}
 

@@ -179,7 +179,7 @@ def bench_cores(n_runs: int, steps: int, width: int, repeats: int, seed: int) ->
     ``td.run`` calls, with this process's CPU devices (one unless
     ``TRAINDYN_CPU_DEVICES`` asks for more, ``dynamics.runtime``): the time ratio, and the sweep's fraction of the matmul rate."""
     task = td.tasks.digits(n_train=256, n_test=128, loss="mse", seed=seed)
-    spec = _mlp_spec(task, width, steps, seed)
+    spec = mlp_spec(task, width, steps, seed)
     times = best_times({
         "runs": lambda: [td.run(spec, seed=s, progress=False) for s in range(n_runs)],
         "sweep": lambda: td.sweep(spec, seed=range(n_runs), progress=False),
@@ -258,7 +258,7 @@ def bench_data_as_arguments(n_train: int, dim: int, steps: int, seed: int) -> di
 # -- checkpoints, devices, throughput --------------------------------------------------
 
 
-def _mlp_spec(task, width: int, steps: int, seed: int, **kw) -> td.Spec:
+def mlp_spec(task, width: int, steps: int, seed: int, **kw) -> td.Spec:
     model = td.MLP(width=width, depth=2, out_dim=task.out_dim, activation="tanh")
     return td.Spec(model, task, td.optimizers.sgd(0.05), steps=steps,
                    log_every=min(10, steps // 2), root_seed=seed, **kw)
@@ -266,7 +266,7 @@ def _mlp_spec(task, width: int, steps: int, seed: int, **kw) -> td.Spec:
 
 def bench_checkpoint(task, width: int, n_runs: int, steps: int, repeats: int, seed: int) -> dict:
     """A sweep with and without ``checkpoint_dir`` (a fresh directory each time)."""
-    spec = _mlp_spec(task, width, steps, seed)
+    spec = mlp_spec(task, width, steps, seed)
     axes = {"seed": range(n_runs)}
     root = tempfile.mkdtemp(prefix="bench-checkpoint-")
     count = iter(range(10**6))
@@ -293,7 +293,7 @@ import dynamics as td
 from dynamics import execution, planning, sweeps
 width, n_runs, steps, repeats, seed = map(int, sys.argv[1:6])
 task = td.tasks.digits(n_train=512, n_test=256, loss="mse", seed=seed)
-spec = b._mlp_spec(task, width, steps, seed, strategy="vmap")
+spec = b.mlp_spec(task, width, steps, seed, strategy="vmap")
 keys = sweeps.run_keys(seed, np.arange(n_runs))
 hp = {k: np.full(n_runs, v, np.float32) for k, v in spec.hparams().items()}
 sharded = planning.make_plan(spec, n_runs, logs_per_chunk=spec.n_logs)
@@ -330,7 +330,7 @@ def bench_sharding(width: int, n_runs: int, steps: int, repeats: int, seed: int,
 def bench_throughput(task, width: int, steps: int, repeats: int, seed: int,
                      sizes=(8, 1024)) -> dict:
     """Run-steps per second of ``dynamics.sweep`` over ``lr x seed`` for each size."""
-    spec = _mlp_spec(task, width, steps, seed)
+    spec = mlp_spec(task, width, steps, seed)
     out = {"width": width, "steps": steps, "sizes": {}}
     for n in sizes:
         axes = {"seed": range(n // 8), "lr": list(np.linspace(0.01, 0.08, 8))}
