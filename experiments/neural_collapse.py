@@ -103,10 +103,11 @@ PRESETS = {
 }
 
 # Running times (SECONDS, see experiments/__init__.py), on 2 cores shared with other jobs:
-# quick 36 s (40 s wall with start-up and figure), full 685 s (691 s wall; 2 seeds x 3
-# depths x 3 cases x 30000 steps, ~800 run-steps/s: the one-hot inputs make the first
-# layer an N x N by N x d product per step).
-SECONDS = {"quick": 36, "full": 685}
+# quick 36 s (40 s wall with start-up and figure), full 602 s and 685 s in two runs
+# (608 s and 691 s wall; 2 seeds x 3 depths x 3 cases x 30000 steps, 800 to 1500
+# run-steps/s as the other jobs allowed: the one-hot inputs make the first layer an
+# N x N by N x d product per step). The two full runs gave bitwise the same claims.
+SECONDS = {"quick": 36, "full": 600}
 
 NC1_TARGET = 1e-3
 FRAME_TOLERANCE = 0.01
@@ -189,6 +190,8 @@ def make_spec(case, counts, width, depth, lambda_w, lambda_h, lr, momentum, step
 def run(n_balanced, n_imbalanced, width, depths, lambda_w, lambda_h, lr, momentum, steps,
         log_every, seeds) -> xr.Dataset:
     width = check_int("width", width, minimum=len(n_balanced))
+    depths = [check_int("depth", m) for m in depths]
+    seeds = check_int("seeds", seeds)
     check_float("lambda_w", lambda_w, 0.0, low_open=True)
     check_float("lambda_h", lambda_h, 0.0, low_open=True)
     check_float("lr", lr, 0.0, low_open=True)
