@@ -290,7 +290,8 @@ def check(ds) -> list[Claim]:
               "within", CLOSED_FORM_TOLERANCE,
               "imbalanced (n = " + str(ds.attrs.get("n_imbalanced")) + "): max over M and "
               "seeds of ||W W^T - diag(s_k^{2M})||_F / ||diag(s_k^{2M})||_F, s_k from the "
-              "root of the paper's scalar equation (s_k per M: "
+              "root of the paper's scalar equation (s per mode, the classes by "
+              "decreasing n_k, per M: "
               + "; ".join(f"M={m}: {np.round(s.sel(depth=m).values, 4).tolist()}"
                           for m in depths) + ")"),
         Claim("imbalanced_feature_gram", float(imb.feature_gram_error.max()), 0.0,

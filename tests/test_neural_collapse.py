@@ -258,6 +258,9 @@ def test_the_observables_in_a_run_against_numpy(x64):
     want_nc1, means = _numpy_nc1(h, labels, 3)
     assert float(last.nc1) == pytest.approx(want_nc1, rel=1e-9)
     np.testing.assert_allclose(last.feature_gram, means @ means.T, rtol=1e-9)
+    centred = means - h.mean(0)
+    np.testing.assert_allclose(last.centered_feature_gram, centred @ centred.T, rtol=1e-9,
+                               atol=1e-14)
     w = (params[1]["w"] @ params[2]["w"]).T                     # W = W_2 W_1, (K, d)
     np.testing.assert_allclose(last.classifier_gram, w @ w.T, rtol=1e-9)
     np.testing.assert_allclose(last.readout_gram, params[2]["w"].T @ params[2]["w"],
