@@ -84,9 +84,14 @@ class NeuralCollapse(Observable):
     }
 
     def bind(self, spec):
-        keys = list(spec.model.activations(
-            spec.model.init(jax.random.PRNGKey(0), spec.task.x_train[:2]),
-            spec.task.x_train[:2]))
+        x = spec.task.x_train[:2]
+        params = spec.model.init(jax.random.PRNGKey(0), x)
+        last = params[-1] if isinstance(params, (tuple, list)) and params else None
+        if not (isinstance(last, dict) and getattr(last.get("w"), "ndim", 0) == 2):
+            raise ValueError("NeuralCollapse reads the readout as the leaf 'w' (d_in, K) of "
+                             "the parameters' last layer (the MLP layout); "
+                             f"{type(spec.model).__name__} has no such leaf")
+        keys = list(spec.model.activations(params, x))
         if len(keys) < 2:
             raise ValueError("NeuralCollapse needs a model with a layer before its readout "
                              f"(activations {keys})")

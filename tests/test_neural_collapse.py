@@ -279,6 +279,16 @@ def test_neural_collapse_refuses_an_unknown_layer():
                 observables=(NeuralCollapse(features="layer7"),))
 
 
+def test_neural_collapse_refuses_a_model_without_the_mlp_readout_leaf():
+    # a Transformer's parameters are a dict of named blocks, not a tuple of layers ending
+    # in a {"w": (d_in, K)} leaf: refused when the Spec binds it, before compiling
+    task = td.tasks.modular_arithmetic(p=5, train_fraction=0.6, encoding="tokens")
+    model = td.Transformer(vocab_size=6, width=8, heads=2, depth=1)
+    with pytest.raises(ValueError, match="NeuralCollapse reads the readout"):
+        td.Spec(model, task, td.optimizers.sgd(0.1), steps=2, log_every=1,
+                observables=(NeuralCollapse(),))
+
+
 @pytest.mark.parametrize("coupling", ["l2", "decoupled", "independent"])
 def test_weight_decay_scales_decay_each_leaf_at_its_own_rate(coupling, x64):
     # one plain-SGD step, lr 0.1, weight decay 0.3, scales (2, 0.5) on the two layers'
