@@ -294,7 +294,7 @@ def mlp_features(model, hparams: Mapping | None = None) -> Callable:
             if l > 0:
                 h = phi(h)
             h = layer.scale.multiplier * (h @ p["w"])
-            if model.bias:
+            if model.has_bias(l):
                 h = h + layer.scale.bias_multiplier * p["b"]
         return h if model.depth == 0 else phi(h)
 
@@ -312,5 +312,5 @@ def mlp_empirical_nngp(model, params, x1, x2=None, hparams: Mapping | None = Non
     readout = model.layers(jnp.shape(x1)[-1], hp)[-1]
     s, fan_in = readout.scale, readout.fan_in
     k = empirical_nngp(mlp_features(model, hparams), params, x1, x2, batch_size=batch_size)
-    bias = (s.bias_multiplier * s.bias_std) ** 2 if model.bias else 0.0
+    bias = (s.bias_multiplier * s.bias_std) ** 2 if model.has_bias(readout.index) else 0.0
     return hp["output_scale"] ** 2 * ((s.multiplier * s.weight_std) ** 2 * fan_in * k + bias)

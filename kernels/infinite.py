@@ -133,14 +133,14 @@ def kernels(model, x1, x2=None, hparams: Mapping | None = None, *, activation=No
     e12 = x1 @ xb.T / d
     e11 = jnp.sum(x1 * x1, -1) / d
     e22 = e11 if same else jnp.sum(xb * xb, -1) / d
-    sigma, theta = layer_step(layers[0], model.bias, e12, e11, e22)
+    sigma, theta = layer_step(layers[0], model.has_bias(0), e12, e11, e22)
     for layer in layers[1:]:
         (e12, edot12), (e11, _), (e22, _) = (
             dual(sigma[1][:, None], sigma[2][None, :], sigma[0]),
             dual(sigma[1], sigma[1], sigma[1]),
             dual(sigma[2], sigma[2], sigma[2]),
         )
-        sigma, theta = layer_step(layer, model.bias, e12, e11, e22, edot12 * theta)
+        sigma, theta = layer_step(layer, model.has_bias(layer.index), e12, e11, e22, edot12 * theta)
     alpha2 = hp["output_scale"] ** 2
     nngp, ntk = alpha2 * sigma[0], alpha2 * theta
     if lr_weighted:

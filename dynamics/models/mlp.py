@@ -48,7 +48,12 @@ class MLP:
     at zero, the hidden layers get no gradient in the first step, and the output's change
     has no ``O(1/sqrt N)`` part from the initial readout times the features' change.
 
-    ``params`` is a tuple over layers of ``{"w": (n_in, n_out), "b": (n_out,)}``.
+    ``bias=False, readout_bias=True`` gives the readout alone a bias (``g = m_L W^L phi +
+    beta_L b^L`` on bias-free hidden layers: the "last-layer bias" of the unconstrained
+    features models, Dang et al. 2023, Sec. 3); ``has_bias(l)`` says which layers have one.
+
+    ``params`` is a tuple over layers of ``{"w": (n_in, n_out), "b": (n_out,)}`` (``"b"``
+    only in the layers with a bias).
     """
 
     width: int = 256
@@ -63,6 +68,7 @@ class MLP:
     sigma_b: float = 0.1
     gamma0: float = 1.0
     zero_readout: bool = False
+    readout_bias: bool = False
 
     def __post_init__(self):
         check_int("width", self.width)
@@ -73,6 +79,7 @@ class MLP:
         check_bool("center", self.center)
         check_bool("bias", self.bias)
         check_bool("zero_readout", self.zero_readout)
+        check_bool("readout_bias", self.readout_bias)
         self.check_hparams(
             {k: getattr(self, k) for k in ("output_scale", "sigma_w", "sigma_b", "gamma0")}
         )
@@ -93,7 +100,7 @@ class MLP:
 
     def hparams(self) -> dict[str, float]:
         names = ["output_scale", "sigma_w"]
-        if self.bias:
+        if self.bias or self.readout_bias:
             names.append("sigma_b")
         if self.parametrization == "mup":
             names.append("gamma0")
@@ -109,6 +116,11 @@ class MLP:
         hp.setdefault("sigma_b", 0.0)
         hp.setdefault("gamma0", self.gamma0)
         return hp
+
+    def has_bias(self, index: int) -> bool:
+        """Whether weight layer ``index`` (0 the first, ``depth`` the readout) has a bias:
+        every layer with ``bias``, the readout alone with ``readout_bias``."""
+        return self.bias or (self.readout_bias and index == self.depth)
 
     def fan_ins(self, in_dim: int) -> tuple[int, ...]:
         return (in_dim,) + (self.width,) * self.depth
@@ -150,7 +162,7 @@ class MLP:
             s = layer.scale
             params = {"w": s.weight_std * jax.random.normal(
                 k_w, (layer.fan_in, layer.fan_out), x.dtype)}
-            if self.bias:
+            if self.has_bias(layer.index):
                 params["b"] = s.bias_std * jax.random.normal(k_b, (layer.fan_out,), x.dtype)
             layers.append(params)
         return tuple(layers)
@@ -176,7 +188,7 @@ class MLP:
             if layer.index > 0:
                 h = phi(h)
             h = layer.scale.multiplier * (h @ p["w"])
-            if self.bias:
+            if self.has_bias(layer.index):
                 h = h + layer.scale.bias_multiplier * p["b"]
             out[f"layer{layer.index}"] = h
         return out

@@ -20,8 +20,9 @@ factory's: ``optax.contrib.schedule_free_adamw(warmup_steps=...)`` keeps its own
 * ``clip_norm``: gradient clipping by global norm (``optax.clip_by_global_norm``);
 * ``orthogonal`` (``"none"``, the default, ``"layer"`` or ``"global"``; ``None`` reads
   ``"none"``) and ``orthogonal_rescale``: ⊥Grad (``dynamics.optimizers.orthogonal``);
-* ``weight_decay`` with ``weight_decay_coupling``, ``weight_decay_mask`` and
-  ``decay_embeddings`` (``dynamics.optimizers.weight_decay``). A factory with a
+* ``weight_decay`` with ``weight_decay_coupling``, ``weight_decay_mask``,
+  ``weight_decay_scales`` (a decay per leaf) and ``decay_embeddings``
+  (``dynamics.optimizers.weight_decay``). A factory with a
   ``weight_decay`` keyword of its own (``optax.adamw``, ``optax.lion``) keeps it, with its
   own ``mask``, unless ``weight_decay_coupling`` is given: then traindyn applies the decay
   and the factory's is set to 0;
@@ -68,8 +69,8 @@ ORTHOGONAL = ("none", "layer", "global")
 
 # traindyn's keywords (a factory's keyword of the same name takes precedence)
 _OWN = ("lr", "learning_rate", "family", "name", "schedule", *schedules.LENGTHS, "clip_norm",
-        "weight_decay", "weight_decay_coupling", "weight_decay_mask", "decay_embeddings",
-        "orthogonal", "orthogonal_rescale")
+        "weight_decay", "weight_decay_coupling", "weight_decay_mask", "weight_decay_scales",
+        "decay_embeddings", "orthogonal", "orthogonal_rescale")
 
 
 def public_name(factory) -> str:
@@ -226,12 +227,14 @@ def _weight_decay(own: dict, params, statics: dict, swept: dict, name: str):
     a factory's own ``weight_decay`` becomes a static 0."""
     coupling = own.pop("weight_decay_coupling", None)
     wd = own.pop("weight_decay", None)
-    given = {k: own.pop(k) for k in ("weight_decay_mask", "decay_embeddings") if k in own}
+    given = {k: own.pop(k) for k in ("weight_decay_mask", "weight_decay_scales",
+                                     "decay_embeddings") if k in own}
     if coupling is None and wd is None:
         if given:
             raise ValueError("weight_decay_mask and decay_embeddings apply to traindyn's weight "
-                             f"decay: give weight_decay (or {name}'s own mask keyword)")
-        return None, None, "auto", True
+                             "decay, as does weight_decay_scales: give weight_decay (or "
+                             f"{name}'s own mask keyword)")
+        return None, None, "auto", None, True
     coupling = coupling or "l2"
     if coupling not in decay.COUPLINGS:
         raise ValueError(f"weight_decay_coupling must be one of {list(decay.COUPLINGS)}, "
@@ -241,10 +244,12 @@ def _weight_decay(own: dict, params, statics: dict, swept: dict, name: str):
         statics["weight_decay"] = 0.0
     mask = given.get("weight_decay_mask", "auto")
     decay.check_mask(mask)
+    scales = given.get("weight_decay_scales")
+    decay.check_scales(scales)
     decay_embeddings = given.get("decay_embeddings", True)
     if not isinstance(decay_embeddings, bool):
         raise ValueError(f"decay_embeddings must be a bool, got {decay_embeddings!r}")
-    return 0.0 if wd is None else wd, coupling, mask, decay_embeddings
+    return 0.0 if wd is None else wd, coupling, mask, scales, decay_embeddings
 
 
 class Optimizer:
@@ -281,7 +286,8 @@ class Optimizer:
                 swept[k] = float(value)
             else:
                 statics[k] = value
-        wd, coupling, mask, decay_embeddings = _weight_decay(own, params, statics, swept, name)
+        wd, coupling, mask, scales, decay_embeddings = _weight_decay(own, params, statics,
+                                                                     swept, name)
         orthogonal = own.pop("orthogonal", None) or "none"
         if orthogonal not in ORTHOGONAL:
             raise ValueError(f"orthogonal must be one of {list(ORTHOGONAL)}, got {orthogonal!r}")
@@ -295,8 +301,8 @@ class Optimizer:
                   family=family, lr=lr, schedule=schedule, _lengths=lengths, _static=statics,
                   _swept_keywords=swept, clip_norm=own.pop("clip_norm", None), weight_decay=wd,
                   weight_decay_coupling=coupling, weight_decay_mask=mask,
-                  decay_embeddings=decay_embeddings, orthogonal=orthogonal,
-                  orthogonal_rescale=rescale)
+                  weight_decay_scales=scales, decay_embeddings=decay_embeddings,
+                  orthogonal=orthogonal, orthogonal_rescale=rescale)
         assert not own, own
         clash = sorted(set(swept) & set(self._own_hparams()))
         if clash:
@@ -364,6 +370,12 @@ class Optimizer:
             injected["weight_decay"] = (lambda count: wd * shape(count)) if scheduled else wd
         mask = decay.decay_mask(self.weight_decay_mask, roles, self.decay_embeddings)
         factory, statics, swept = self._factory, self._static, self._swept_keywords
+        scales = self.weight_decay_scales
+
+        def decayed_weights(rate):
+            if scales is None:
+                return optax.add_decayed_weights(rate, mask)
+            return decay.scaled_decayed_weights(rate, mask, scales)
 
         def chain(**hp):
             parts = []
@@ -373,16 +385,15 @@ class Optimizer:
                 parts.append(orthogonal_gradient(self.orthogonal == "layer",
                                                  self.orthogonal_rescale))
             if coupling == "l2":
-                parts.append(optax.add_decayed_weights(hp["weight_decay"], mask))
+                parts.append(decayed_weights(hp["weight_decay"]))
             parts.append(factory(learning_rate=hp["learning_rate"], **statics,
                                  **{k: hp[k] for k in swept}))
             if coupling == "decoupled":
-                parts.append(optax.add_decayed_weights(
-                    -hp["learning_rate"] * hp["weight_decay"], mask))
+                parts.append(decayed_weights(-hp["learning_rate"] * hp["weight_decay"]))
             if lr_multipliers is not None:
                 parts.append(_scale_by_tree(lr_multipliers))
             if coupling == "independent":
-                parts.append(optax.add_decayed_weights(-hp["weight_decay"], mask))
+                parts.append(decayed_weights(-hp["weight_decay"]))
             return optax.chain(*parts)
 
         chain.__signature__ = inspect.Signature(
@@ -446,6 +457,7 @@ class Optimizer:
             "weight_decay": self.weight_decay,
             "weight_decay_coupling": self.weight_decay_coupling,
             "weight_decay_mask": _jsonable(self.weight_decay_mask),
+            "weight_decay_scales": _jsonable(self.weight_decay_scales),
             "decay_embeddings": self.decay_embeddings,
             "orthogonal": self.orthogonal,
             "orthogonal_rescale": self.orthogonal_rescale,
@@ -479,7 +491,8 @@ class Optimizer:
         return (self._factory, self.name, self.family, self.lr, _hashable(self.schedule),
                 items(self._lengths), items(self._static), items(self._swept_keywords),
                 self.clip_norm, self.weight_decay, self.weight_decay_coupling,
-                _hashable(self.weight_decay_mask), self.decay_embeddings, self.orthogonal,
+                _hashable(self.weight_decay_mask), _hashable(self.weight_decay_scales),
+                self.decay_embeddings, self.orthogonal,
                 self.orthogonal_rescale)
 
     def __eq__(self, other):

@@ -26,13 +26,23 @@ Mask (which leaves are decayed), ``weight_decay_mask``:
 * ``"all"``: every leaf;
 * a pytree of booleans like the parameters, or a callable ``params -> that pytree``
   (optax's convention for ``mask``).
+
+Scales (a decay per leaf), ``weight_decay_scales``: a pytree of non-negative reals like
+the parameters, or a callable ``params -> that pytree``: leaf ``l`` (when the mask decays
+it) is decayed at ``lambda c_l`` instead of ``lambda``, in every coupling above. This
+writes a separate decay per layer, as the regularised objectives of the unconstrained
+features models do (``lambda_H`` on the features, ``lambda_W`` on the layers: Dang et al.
+2023, "Neural Collapse in Deep Linear Networks", Sec. 3): ``weight_decay = lambda_W``
+and the scale ``lambda_H / lambda_W`` on the features' leaf.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
+import optax
 
 from dynamics.parametrization import ROLES
 
@@ -64,3 +74,36 @@ def decay_mask(mask, roles=None, decay_embeddings: bool = True) -> Any:
 
         return jax.tree.map(decayed, roles)
     return mask
+
+
+def check_scales(scales) -> None:
+    """``weight_decay_scales``: ``None``, a callable, or a pytree of reals >= 0."""
+    if scales is None or callable(scales):
+        return
+    leaves = jax.tree.leaves(scales)
+    bad = [v for v in leaves if not (isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                      and v >= 0)]
+    if not leaves or bad:
+        raise ValueError("weight_decay_scales must be a pytree of reals >= 0 like the "
+                         "parameters, or a callable of the parameters that returns one, got "
+                         f"{scales!r}")
+
+
+def scaled_decayed_weights(rate, mask, scales) -> optax.GradientTransformation:
+    """``u_l + rate c_l theta_l`` on the leaves the optax ``mask`` decays (``None``:
+    every leaf; a pytree or a callable of the parameters) and ``u_l`` on the others, with
+    the per-leaf scales ``c_l`` of ``scales`` (a pytree or a callable of the parameters):
+    ``optax.add_decayed_weights`` with a decay per leaf (module doc)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("weight decay needs the parameters in update()")
+        decayed = mask(params) if callable(mask) else mask
+        if decayed is None:
+            decayed = jax.tree.map(lambda _: True, params)
+        c = scales(params) if callable(scales) else scales
+        out = jax.tree.map(lambda u, p, keep, s: u + (rate * s) * p if keep else u,
+                           updates, params, decayed, c)
+        return out, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

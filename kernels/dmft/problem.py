@@ -69,7 +69,7 @@ def _check_model(model, hp):
         problems.append(f"parametrization={model.parametrization!r} (needs 'mup')")
     if model.out_dim != 1:
         problems.append(f"out_dim={model.out_dim} (needs 1)")
-    if model.bias and hp.get("sigma_b", 0.0) != 0.0:
+    if (model.bias or getattr(model, "readout_bias", False)) and hp.get("sigma_b", 0.0) != 0.0:
         problems.append(f"bias=True with sigma_b={hp['sigma_b']} (needs bias=False or "
                         "sigma_b=0)")
     if model.depth < 1:
