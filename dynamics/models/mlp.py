@@ -100,7 +100,8 @@ class MLP:
 
     def hparams(self) -> dict[str, float]:
         names = ["output_scale", "sigma_w"]
-        if self.bias or self.readout_bias:
+        # ConvNet borrows this method and has no readout-only bias
+        if self.bias or getattr(self, "readout_bias", False):
             names.append("sigma_b")
         if self.parametrization == "mup":
             names.append("gamma0")
