@@ -266,3 +266,14 @@ def test_quick_preset_end_to_end(tmp_path):
     failed = [c["name"] for c in summary["claims"] if not c["passed"]]
     assert not failed, failed
     assert (tmp_path / "figure.png").exists()
+
+
+def test_dmft_refuses_a_low_rank_mlp():
+    # the DMFT describes the i.i.d. Gaussian initialisation; a low-rank one is refused
+    # before anything is solved
+    from kernels.dmft.problem import make_problem
+
+    model = td.MLP(width=8, depth=1, parametrization="mup", bias=False, init_rank=2)
+    x, y = np.ones((3, 4)), np.ones(3)
+    with pytest.raises(ValueError, match="init_rank=2"):
+        make_problem(model, x, y, lr=0.1, steps=2)
