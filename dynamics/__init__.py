@@ -5,7 +5,7 @@ from dynamics import runtime as _runtime
 
 _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices if asked
 
-from dynamics import (coordinate_check, example_groups, models, numerical_stability,
+from dynamics import (coordinate_check, example_groups, low_rank, models, numerical_stability,
                       observables, observables_transformer, optimizers, parametrization, tasks)
 from dynamics.coordinate_check import CoordinateCheck, coord_check
 from dynamics.models import (MLP, ConvNet, ResidualMLP, Transformer, from_linen, from_nnx,
@@ -28,6 +28,7 @@ __all__ = [
     "coordinate_check",
     "example_groups",
     "from_linen",
+    "low_rank",
     "from_nnx",
     "init_params",
     "load",

@@ -32,6 +32,7 @@ EXPERIMENTS = {
     "generalization-dynamics": "experiments.generalization_dynamics",
     "criticality": "experiments.criticality",
     "neural-collapse": "experiments.neural_collapse",
+    "rich-lazy-rank": "experiments.rich_lazy_rank",
 }
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from dynamics import activations, parametrization
+from dynamics import activations, low_rank, parametrization
 from dynamics.checks import check_bool, check_int, is_real
 
 
@@ -52,6 +53,13 @@ class MLP:
     beta_L b^L`` on bias-free hidden layers: the "last-layer bias" of the unconstrained
     features models, Dang et al. 2023, Sec. 3); ``has_bias(l)`` says which layers have one.
 
+    ``init_rank = r > 0`` initialises weight layer ``init_rank_layer`` (0 the first,
+    ``depth`` the readout) at rank ``r`` and at the expected Frobenius norm of its default
+    draw, ``weight_std sqrt(fan_in fan_out)``: the truncated SVD of a Gaussian draw,
+    rescaled (``dynamics.low_rank``; the fixed-norm low-rank connectivity of Liu et al.
+    2024). ``init_rank = 0`` (the default) is the usual i.i.d. Gaussian draw. The
+    infinite-width kernels (``kernels.nngp``/``ntk``) assume the i.i.d. draw.
+
     ``params`` is a tuple over layers of ``{"w": (n_in, n_out), "b": (n_out,)}`` (``"b"``
     only in the layers with a bias).
     """
@@ -69,6 +77,8 @@ class MLP:
     gamma0: float = 1.0
     zero_readout: bool = False
     readout_bias: bool = False
+    init_rank: int = 0
+    init_rank_layer: int = 0
 
     def __post_init__(self):
         check_int("width", self.width)
@@ -80,6 +90,11 @@ class MLP:
         check_bool("bias", self.bias)
         check_bool("zero_readout", self.zero_readout)
         check_bool("readout_bias", self.readout_bias)
+        check_int("init_rank", self.init_rank, minimum=0)
+        check_int("init_rank_layer", self.init_rank_layer, minimum=0)
+        if self.init_rank_layer > self.depth:
+            raise ValueError(f"init_rank_layer must be <= depth={self.depth} (a weight layer: "
+                             f"0 the first, depth the readout), got {self.init_rank_layer}")
         self.check_hparams(
             {k: getattr(self, k) for k in ("output_scale", "sigma_w", "sigma_b", "gamma0")}
         )
@@ -161,8 +176,14 @@ class MLP:
         for layer in self.layers(x.shape[-1], hparams):
             k_w, k_b = jax.random.split(jax.random.fold_in(key, layer.index))
             s = layer.scale
-            params = {"w": s.weight_std * jax.random.normal(
-                k_w, (layer.fan_in, layer.fan_out), x.dtype)}
+            shape = (layer.fan_in, layer.fan_out)
+            if self.init_rank and layer.index == self.init_rank_layer:
+                low_rank.check_rank("init_rank", self.init_rank, shape)
+                w = low_rank.low_rank_weight(k_w, shape, self.init_rank,
+                                             math.sqrt(shape[0] * shape[1]), dtype=x.dtype)
+                params = {"w": s.weight_std * w}
+            else:
+                params = {"w": s.weight_std * jax.random.normal(k_w, shape, x.dtype)}
             if self.has_bias(layer.index):
                 params["b"] = s.bias_std * jax.random.normal(k_b, (layer.fan_out,), x.dtype)
             layers.append(params)

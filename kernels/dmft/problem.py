@@ -76,6 +76,8 @@ def _check_model(model, hp):
         problems.append("depth=0 (needs at least one hidden layer)")
     if getattr(model, "zero_readout", False):
         problems.append("zero_readout=True (needs the Gaussian readout)")
+    if getattr(model, "init_rank", 0):
+        problems.append(f"init_rank={model.init_rank} (needs the i.i.d. Gaussian weights)")
     if problems:
         raise ValueError("the DMFT solver describes the mup MLP of Bordelon & Pehlevan "
                          "(2022) without biases and with one output; this model has "
