@@ -31,6 +31,7 @@ EXPERIMENTS = {
     "opposing-signals": "experiments.opposing_signals",
     "generalization-dynamics": "experiments.generalization_dynamics",
     "criticality": "experiments.criticality",
+    "more-is-better": "experiments.more_is_better",
 }
 
 
