@@ -15,8 +15,9 @@ theory) has readout ``a = G^T (G G^T + delta I)^{-1} y = (G^T G + delta I)^{-1} 
 y`` (the push-through identity), solved by a Cholesky factorisation of the smaller of
 the two ridged Gram matrices, one per ridge (``delta > 0``: on CPU a batch of Cholesky
 solves costs far less than one symmetric eigendecomposition in JAX, and the ridges used
-here keep the condition number below ``1e8``, so float64 solves to ``~1e-8`` relative). The predictor is linear, ``f(x) = beta . x`` with ``beta
-= Lambda^{1/2} W^T a / sqrt(k)``, so its test risk against noisy labels is exactly
+here keep the condition number below ``1e8``, so float64 solves to ``~1e-8``
+relative). The predictor is linear, ``f(x) = beta . x`` with ``beta = Lambda^{1/2} W^T a
+/ sqrt(k)``, so its test risk against noisy labels is exactly
 
 .. math::  E_{te} = \|\beta - v\|^2 + \sigma^2,
 
@@ -41,7 +42,6 @@ def _risks(key, sqrt_lam, v, ridges, noise, pairs):
     n_max = max(n for n, _ in pairs)
     k_max = max(k for _, k in pairs)
     m = sqrt_lam.shape[0]
-
     kx, kw, kn = jax.random.split(key, 3)
     x = jax.random.normal(kx, (n_max, m), jnp.float64)
     w = jax.random.normal(kw, (k_max, m), jnp.float64)
