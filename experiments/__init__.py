@@ -33,6 +33,7 @@ EXPERIMENTS = {
     "criticality": "experiments.criticality",
     "neural-collapse": "experiments.neural_collapse",
     "rich-lazy-rank": "experiments.rich_lazy_rank",
+    "more-is-better": "experiments.more_is_better",
 }
 
 

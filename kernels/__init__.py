@@ -17,6 +17,12 @@
   loop, for every run of a sweep.
 * ``kernels.dmft``: the infinite-width feature-learning limit (DMFT) of the ``mup`` MLP,
   its order parameters as Datasets and as an observable of finite networks.
+* Closed forms that reproductions check simulations against, one module per theory:
+  ``marchenko_pastur`` (linear regression's learning curves), ``criticality`` (kernel
+  and four-point vertex recursions at initialisation), ``neural_collapse`` (the global
+  minimiser of deep linear unconstrained features), ``low_rank`` (kernel alignment and
+  lazy weight change of low-rank initial weights), ``random_feature_ridge`` (the
+  random-feature ridge risk estimate) with its exact simulation in ``random_features``.
 """
 
 from kernels import activation_duals, dmft, structured
