@@ -4,8 +4,8 @@
 closed-form infinite-width kernels (Williams 1997); ``gelu`` is the exact form
 x * Phi(x) (Hendrycks & Gimpel 2016), not the tanh approximation; ``quadratic`` is
 ``x^2``, the activation of the two-layer networks that learn modular arithmetic with
-interpretable periodic weights (Gromov 2023, "Grokking modular arithmetic", eq. 2;
-Doshi, Das, He & Gromov 2024, Sec. 2).
+interpretable periodic weights (Gromov 2023, "Grokking modular arithmetic";
+Doshi, Das, He & Gromov 2024, "To grok or not to grok").
 """
 
 from __future__ import annotations

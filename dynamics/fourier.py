@@ -11,17 +11,17 @@ which is 1 when ``v`` has a single non-zero entry and ``1 / n^{r-1}`` when its e
 all have the same modulus (``1/n`` at ``r = 2``): it counts, inversely, how many entries
 share the vector's norm.
 
-A network trained on ``a + b mod p`` learns periodic neurons: the weights of neuron
-``k`` from the one-hot input ``a`` are close to ``cos(2 pi f a / p + phi)`` for one
-frequency ``f`` (Gromov 2023, "Grokking modular arithmetic", eq. 5), so the moduli of
-their discrete Fourier transform sit on one frequency and the IPR of those moduli is
-close to 1; a neuron that memorises a few examples has weights without a dominant
-frequency and a low IPR. ``fourier_ipr`` takes the IPR of ``|rfft(v)|`` (the ``p // 2 +
-1`` non-negative frequencies of a real vector; Doshi et al. 2024, the convention of the
-authors' public code), and ``neuron_fourier_ipr`` averages it, for every hidden neuron of
-a one-hidden-layer ``MLP`` on the one-hot pairs ``[onehot_p(a), onehot_p(b)]``, over the
-neuron's three weight vectors: from ``a`` (``W^0[:p, k]``), from ``b`` (``W^0[p:, k]``)
-and to the ``p`` outputs (``W^1[k, :]``), as the paper does.
+A network trained on ``a + b mod p`` learns periodic neurons: the weights of neuron ``k``
+from the one-hot input ``a`` are close to ``cos(2 pi f a / p + phi)`` for one frequency
+``f`` (Gromov 2023, "Grokking modular arithmetic", whose analytic solution has such
+weights), so the moduli of their discrete Fourier transform sit on one frequency and the
+IPR of those moduli is close to 1; a neuron that memorises a few examples has weights
+without a dominant frequency and a low IPR. ``fourier_ipr`` takes the IPR of ``|rfft(v)|``
+(the ``p // 2 + 1`` non-negative frequencies of a real vector; Doshi et al. 2024, the
+convention of the authors' public code), and ``neuron_fourier_ipr`` averages it, for every
+hidden neuron of a one-hidden-layer ``MLP`` on the one-hot pairs ``[onehot_p(a),
+onehot_p(b)]``, over the neuron's three weight vectors: from ``a`` (``W^0[:p, k]``), from
+``b`` (``W^0[p:, k]``) and to the ``p`` outputs (``W^1[k, :]``), as the paper does.
 
 Closed forms (the tests' oracles): a pure mode ``cos(2 pi f n / p + phi)`` with ``0 < f <
 p/2`` has ``|rfft|`` non-zero at ``f`` alone, IPR 1; a delta ``e_j`` has ``|rfft| = 1``

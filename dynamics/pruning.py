@@ -6,8 +6,8 @@ layers of ``{"w": (n_in, n_out), "b": (n_out,)}``) zeroes its incoming weights (
 outgoing weights (row ``k`` of ``params[l + 1]["w"]``): the neuron then contributes
 nothing to the outputs, whatever its activation (``phi(0)`` times a zero row). This is
 the pruning of the memorising, low-IPR neurons of Doshi, Das, He & Gromov (2024, "To
-grok or not to grok", Sec. 4; ``dynamics.fourier``), which zeroes both sides of each
-pruned neuron.
+grok or not to grok", their pruning experiment; ``dynamics.fourier``), which zeroes
+both sides of each pruned neuron.
 """
 
 from __future__ import annotations

@@ -275,5 +275,6 @@ def test_quick_preset_runs_and_its_claims_hold(tmp_path):
     assert len(summary["claims"]) >= 12
     assert (tmp_path / "figure.png").stat().st_size > 10_000
     ds = td.load(tmp_path / "results.nc")
-    assert ds.pruning_curve.dims == ("weight_decay", "n_pruned", "subset")
+    assert ds.pruning_curve.dims == ("seed", "weight_decay", "n_pruned", "subset")
+    assert ds.sizes["seed"] == exp.PRESETS["quick"]["seeds"]
     assert math.isclose(ds.attrs["realised_corrupt_fraction"], 0.3, abs_tol=1e-3)

@@ -79,7 +79,7 @@ def modular_arithmetic(
     without replacement from the seed's ``corruption`` stream, have their stored label
     (the answer ``c``) replaced by ``(c + r) mod p`` with ``r`` uniform on ``{1, ..., p-1}``:
     a uniformly drawn *wrong* residue (the corrupted modular-arithmetic data of Doshi, Das,
-    He & Gromov 2024, "To grok or not to grok", Sec. 2, whose random labels may by chance
+    He & Gromov 2024, "To grok or not to grok", whose random labels may by chance
     equal the true one, with probability ``1/p``). The test set is never corrupted.
     :func:`corrupted_rows` gives the corrupted rows and their true labels. Unlike
     ``label_noise`` (an independent flip of each label with a swept probability, applied
