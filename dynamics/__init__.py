@@ -5,8 +5,9 @@ from dynamics import runtime as _runtime
 
 _runtime.setup()  # before JAX starts its backends: compile cache, CPU devices if asked
 
-from dynamics import (coordinate_check, example_groups, low_rank, models, numerical_stability,
-                      observables, observables_transformer, optimizers, parametrization, tasks)
+from dynamics import (coordinate_check, example_groups, fourier, low_rank, models,
+                      numerical_stability, observables, observables_transformer, optimizers,
+                      parametrization, pruning, tasks)
 from dynamics.coordinate_check import CoordinateCheck, coord_check
 from dynamics.models import (MLP, ConvNet, ResidualMLP, Transformer, from_linen, from_nnx,
                              with_mup)
@@ -27,6 +28,7 @@ __all__ = [
     "coord_check",
     "coordinate_check",
     "example_groups",
+    "fourier",
     "from_linen",
     "low_rank",
     "from_nnx",
@@ -38,6 +40,7 @@ __all__ = [
     "observables_transformer",
     "optimizers",
     "parametrization",
+    "pruning",
     "run",
     "run_key",
     "save",

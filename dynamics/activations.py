@@ -2,7 +2,10 @@
 
 ``linear`` gives deep linear networks (Saxe, McClelland & Ganguli 2014); ``erf`` has
 closed-form infinite-width kernels (Williams 1997); ``gelu`` is the exact form
-x * Phi(x) (Hendrycks & Gimpel 2016), not the tanh approximation.
+x * Phi(x) (Hendrycks & Gimpel 2016), not the tanh approximation; ``quadratic`` is
+``x^2``, the activation of the two-layer networks that learn modular arithmetic with
+interpretable periodic weights (Gromov 2023, "Grokking modular arithmetic";
+Doshi, Das, He & Gromov 2024, "To grok or not to grok").
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ def _gelu(x):
     return jax.nn.gelu(x, approximate=False)
 
 
+def _quadratic(x):
+    return x * x
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "linear": _linear,
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
     "erf": jax.scipy.special.erf,
     "gelu": _gelu,
+    "quadratic": _quadratic,
 }
 
 

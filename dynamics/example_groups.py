@@ -1,4 +1,5 @@
-r"""Named groups of training examples, and the training loss on each (``GroupLoss``).
+r"""Named groups of training examples, and the training loss and accuracy on each
+(``GroupLoss``, ``GroupAccuracy``).
 
 Some results are about a few examples of the training set rather than the whole: the
 outliers with opposing signals of Rosenfeld & Risteski (2024, "Outliers with opposing
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics.losses import accuracy
 from dynamics.observables import Observable
 
 
@@ -119,4 +121,30 @@ class GroupLoss(Grouped, Observable):
         outputs, targets = ctx.train_outputs, ctx.data["y_train"]
         return {"group_loss": jnp.stack([
             ctx.loss(outputs[np.asarray(rows)], rows_of(targets, np.asarray(rows)))
+            for _, rows in self.groups])}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupAccuracy(Grouped, Observable):
+    """``group_accuracy`` (dim ``group``; classification tasks only): the fraction of each
+    group's training rows whose arg-max output is their training target (the label they
+    are trained on, label noise and corrupted labels included), e.g. how many corrupted
+    examples a network has memorised (Doshi, Das, He & Gromov 2024). Reuses the log
+    point's full-batch training outputs, like ``GroupLoss``."""
+
+    dims: ClassVar = {"group_accuracy": ("group",)}
+    descriptions: ClassVar = {
+        "group_accuracy": ("accuracy on a group of training examples",
+                           "fraction of the rows of group g whose arg-max output is their "
+                           "training target (with its label noise or corruption)"),
+        "group": GROUP,
+    }
+
+    def applies_to(self, classification):
+        return classification
+
+    def __call__(self, ctx):
+        outputs, targets = ctx.train_outputs, ctx.data["y_train"]
+        return {"group_accuracy": jnp.stack([
+            accuracy(outputs[np.asarray(rows)], rows_of(targets, np.asarray(rows)))
             for _, rows in self.groups])}

@@ -3,7 +3,8 @@
 * ``task``: the common :class:`Task` (shapes of inputs and targets, masks, label noise,
   its arrays as program inputs, its shape-changing fields as static sweep axes);
 * ``synthetic``: teacher-student (linear, MLP), Gaussian mixtures, a polynomial target;
-* ``algorithmic``: modular arithmetic, one-hot or as token sequences;
+* ``algorithmic``: modular arithmetic, one-hot or as token sequences, optionally with
+  corrupted training labels (``corrupted_rows`` gives them back);
 * ``sequences``: next-token prediction on a random Markov chain (its Bayes loss known);
 * ``real``: scikit-learn's digits, flat or as images;
 * ``arrays``: a user's own arrays (``from_arrays``).
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from dynamics.losses import LOSSES
-from dynamics.tasks.algorithmic import ENCODINGS, OPERATIONS, modular_arithmetic
+from dynamics.tasks.algorithmic import ENCODINGS, OPERATIONS, corrupted_rows, modular_arithmetic
 from dynamics.tasks.arrays import from_arrays
 from dynamics.tasks.real import digits
 from dynamics.tasks.sequences import markov_chain, markov_chain_bayes_loss
@@ -42,6 +43,7 @@ __all__ = [
     "TASKS",
     "Task",
     "clean_targets",
+    "corrupted_rows",
     "digits",
     "from_arrays",
     "gaussian_mixture",

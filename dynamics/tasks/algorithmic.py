@@ -1,5 +1,6 @@
 """Algorithmic tasks: modular arithmetic (Power et al. 2022), as one-hot pairs for MLPs or
-as token sequences for transformers."""
+as token sequences for transformers, optionally with a fraction of corrupted training
+labels (Doshi, Das, He & Gromov 2024)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def modular_arithmetic(
     loss: str = "cross_entropy",
     label_noise: float = 0.0,
     encoding: str = "onehot",
+    corrupt_fraction: float = 0.0,
 ) -> Task:
     """All pairs ``(a, b)`` with label ``c = a op b mod p`` (Power et al., 2022).
 
@@ -72,6 +74,17 @@ def modular_arithmetic(
     vocabulary, so that embeddings can be tied).
 
     ``loss="mse"`` gives one-hot float32 targets in {0, 1} (Gromov, 2023).
+
+    ``corrupt_fraction = xi``: exactly ``round(xi * n_train)`` training examples, drawn
+    without replacement from the seed's ``corruption`` stream, have their stored label
+    (the answer ``c``) replaced by ``(c + r) mod p`` with ``r`` uniform on ``{1, ..., p-1}``:
+    a uniformly drawn *wrong* residue (the corrupted modular-arithmetic data of Doshi, Das,
+    He & Gromov 2024, "To grok or not to grok", whose random labels may by chance
+    equal the true one, with probability ``1/p``). The test set is never corrupted.
+    :func:`corrupted_rows` gives the corrupted rows and their true labels. Unlike
+    ``label_noise`` (an independent flip of each label with a swept probability, applied
+    to the training targets in the loop), the corruption is part of the data: the same
+    exact count in every run.
     """
     if not is_int(p) or p < 2 or not _is_prime(int(p)):
         raise ValueError(f"p must be a prime int (>= 2), got {p!r}")
@@ -83,6 +96,7 @@ def modular_arithmetic(
     loss = check_choice("loss", loss, LOSSES)
     label_noise = check_label_noise(label_noise, loss)
     encoding = check_choice("encoding", encoding, ENCODINGS)
+    corrupt_fraction = check_float("corrupt_fraction", corrupt_fraction, 0.0, 1.0)
 
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     a, b = a.ravel(), b.ravel()
@@ -98,6 +112,8 @@ def modular_arithmetic(
     order = rng(seed, "split").permutation(n_pairs)
     a, b = a[order], b[order]
     labels = _modular_labels(a, b, p, operation).astype(np.int32)
+    rows, wrong = corruption_draws(labels[:n_train], p, corrupt_fraction, seed)
+    labels[rows] = wrong
     mask = None
     if encoding == "onehot":
         n_classes = p
@@ -122,5 +138,52 @@ def modular_arithmetic(
         loss=loss, n_classes=n_classes, label_noise=label_noise, seed=seed,
         mask_train=rows(mask, 0, n_train), mask_test=rows(mask, n_train, None),
         config=dict(p=p, operation=operation, train_fraction=train_fraction, seed=seed,
-                    loss=loss, label_noise=label_noise, encoding=encoding),
+                    loss=loss, label_noise=label_noise, encoding=encoding,
+                    corrupt_fraction=corrupt_fraction),
     )
+
+
+def corruption_draws(labels: np.ndarray, p: int, corrupt_fraction: float, seed: int):
+    """``(rows, wrong)``: the ``round(corrupt_fraction * len(labels))`` distinct rows
+    (sorted) of the training labels ``labels`` that are corrupted and their new labels
+    ``(labels[rows] + r) mod p``, ``r ~ Uniform{1, ..., p-1}`` (never the true one), drawn
+    from the seed's ``corruption`` stream (``modular_arithmetic``)."""
+    n_corrupt = int(round(corrupt_fraction * labels.shape[0]))
+    draws = rng(seed, "corruption")
+    rows = np.sort(draws.choice(labels.shape[0], size=n_corrupt, replace=False))
+    shift = draws.integers(1, p, size=n_corrupt)
+    wrong = ((labels[rows].astype(np.int64) + shift) % p).astype(np.int32)
+    return rows, wrong
+
+
+def operands(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """The operands ``(a, b)`` of every training example of a ``modular_arithmetic`` task,
+    read back from its inputs (one-hot halves or the first two tokens)."""
+    config = task.config
+    if config.get("generator") != "modular_arithmetic":
+        raise ValueError(f"task must be a modular_arithmetic task, got {task.name!r}")
+    p, x = config["p"], task.x_train
+    if config["encoding"] == "onehot":
+        return np.argmax(x[:, :p], axis=1), np.argmax(x[:, p:], axis=1)
+    return x[:, 0].astype(np.int64), x[:, 1].astype(np.int64)
+
+
+def stored_answers(task: Task) -> np.ndarray:
+    """The answer label each training example is trained on (the last position of a token
+    task, the arg-max of mse one-hot targets), before any ``label_noise``."""
+    y = np.asarray(task.y_train)
+    if not takes_labels(task.loss):
+        y = np.argmax(y, axis=-1)
+    return y[:, -1] if y.ndim == 2 else y
+
+
+def corrupted_rows(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, true_labels)``: the training rows of a ``modular_arithmetic`` task whose
+    stored labels are corrupted (``corrupt_fraction``), in increasing order, and the true
+    labels ``a op b mod p`` of those rows. The true labels are recomputed from the inputs,
+    so the rows are exactly those whose stored answer differs from them (a corrupted label
+    is never the true one)."""
+    a, b = operands(task)
+    true = _modular_labels(a, b, task.config["p"], task.config["operation"])
+    rows = np.nonzero(stored_answers(task) != true)[0]
+    return rows, true[rows].astype(np.int32)

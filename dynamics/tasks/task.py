@@ -31,7 +31,9 @@ is drawn from its own named sub-stream, ``np.random.default_rng([seed, STREAM])`
 * ``train`` / ``test``: the inputs of the train / test split;
 * ``split``: the shuffle that splits a finite data set (modular arithmetic, digits) and the
   seeded row order of a user's arrays (``n_train`` as a sweep axis);
-* ``noise``: the label-noise draws stored in :attr:`Task.noise`.
+* ``noise``: the label-noise draws stored in :attr:`Task.noise`;
+* ``corruption``: the training rows whose stored labels are replaced by wrong ones, and
+  those labels (``modular_arithmetic(corrupt_fraction=...)``).
 
 Separate streams make the teacher and the test set independent of ``n_train``, and the
 training inputs of a smaller ``n_train`` a prefix of those of a larger one (same seed),
@@ -79,7 +81,7 @@ FLOAT_DTYPES = ("float32", "float64")
 
 # Sub-stream identifiers (see module docstring). Never renumber: it would change every
 # generated task.
-STREAMS = {"teacher": 0, "train": 1, "test": 2, "split": 3, "noise": 4}
+STREAMS = {"teacher": 0, "train": 1, "test": 2, "split": 3, "noise": 4, "corruption": 5}
 
 
 def rng(seed: int, stream: str) -> np.random.Generator:
