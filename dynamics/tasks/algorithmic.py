@@ -112,8 +112,8 @@ def modular_arithmetic(
     order = rng(seed, "split").permutation(n_pairs)
     a, b = a[order], b[order]
     labels = _modular_labels(a, b, p, operation).astype(np.int32)
-    rows, wrong = corruption_draws(labels[:n_train], p, corrupt_fraction, seed)
-    labels[rows] = wrong
+    corrupted, wrong = corruption_draws(labels[:n_train], p, corrupt_fraction, seed)
+    labels[corrupted] = wrong
     mask = None
     if encoding == "onehot":
         n_classes = p
