@@ -34,6 +34,7 @@ EXPERIMENTS = {
     "neural-collapse": "experiments.neural_collapse",
     "rich-lazy-rank": "experiments.rich_lazy_rank",
     "more-is-better": "experiments.more_is_better",
+    "river-valley": "experiments.river_valley",
 }
 
 
