@@ -56,6 +56,9 @@ def test_gradient_noise_is_the_runs_own_and_checked():
     assert float(abs(batch.sel(seed=0) - batch.sel(seed=1)).max()) > 1e-3
     with pytest.raises(ValueError, match="gradient_noise must be >= 0"):
         td.optimizers.sgd(0.5, gradient_noise=-1.0)
+    # a theory of plain gradient descent is told that the gradient is noisy
+    assert "gradient_noise=1.0" in " ".join(
+        spec.optimizer.departures_from_gradient_descent())
 
 
 @pytest.mark.parametrize("lr", [0.5, 1.5])
