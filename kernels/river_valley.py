@@ -2,10 +2,10 @@ r"""The noise floor of SGD in a quadratic valley: the excess loss of the stable 
 its removal by the decay phase of a warmup-stable-decay schedule.
 
 Wen, Li, Wang, Hall, Liang & Ma (2024), "Understanding warmup-stable-decay learning rates:
-a river valley loss landscape perspective" (arXiv:2410.05192), Sec. 3: in a river valley
-the iterate of a large constant learning rate oscillates across the valley, which keeps
-the loss above the river ("the loss remains elevated during the stable phase"); the decay
-phase removes the oscillation. For the toy of ``dynamics.models.river_valley`` (a valley
+a river valley loss landscape perspective" (arXiv:2410.05192), abstract and Sec. 3: in a
+river valley the iterate of a large constant learning rate oscillates across the valley,
+which holds the loss above the river through the stable phase; the decay phase removes
+the oscillation. For the toy of ``dynamics.models.river_valley`` (a valley
 coordinate ``y`` of curvature ``a``, SGD with gradient ``a y + sigma xi``, ``xi ~ N(0,
 1)``, learning rate ``eta_t``) each valley coordinate follows the linear-Gaussian recursion
 
@@ -23,11 +23,12 @@ sigma^2 / (a (2 - eta a))``, so the stationary excess loss per valley direction 
     \mathbb{E}\Bigl[\tfrac{a}{2} y^2\Bigr] = \frac{a}{2} \cdot
         \frac{\eta \sigma^2}{a (2 - \eta a)} = \frac{\eta \sigma^2}{2 (2 - \eta a)},
 
-``-> eta sigma^2 / 4`` for ``eta a << 1`` (the continuous-time Ornstein-Uhlenbeck limit,
-Mandt, Hoffman & Blei 2017, Sec. 3, eq. 9, whose stationary covariance solves ``A Sigma +
-Sigma A = eta B``). The recursion is our derivation for the toy; Wen et al. state the
-elevated loss and its scaling with the learning rate (Sec. 3) without this closed form. It
-is proportional to the learning rate: a decay to ``eta'`` divides it by ``eta / eta'`` once
+``-> eta sigma^2 / 4`` for ``eta a << 1`` (the continuous-time Ornstein-Uhlenbeck limit of
+SGD, Mandt, Hoffman & Blei 2017, "Stochastic gradient descent as approximate Bayesian
+inference", Sec. 3, whose stationary covariance solves ``A Sigma + Sigma A = eta B``). The
+discrete recursion and its fixed point are derived here for this toy, not taken from Wen
+et al., whose analysis (Sec. 3) is of a general river valley. The excess is, to first
+order, proportional to the learning rate: a decay to ``eta'`` divides it by ``eta / eta'`` once
 the valley has relaxed (within about ``1 / (2 eta' a)`` steps), and ``m_t`` from the
 recursion follows it through any schedule (``excess_trajectory``).
 """

@@ -22,6 +22,6 @@ from dynamics.models.residual import ResidualMLP
 from dynamics.models.river_valley import RiverValley
 from dynamics.models.transformer import Transformer
 
-__all__ = ["ConvNet", "FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "ResidualMLP", "RiverValley",
-           "Transformer", "apply_scaled",
-           "from_linen", "from_nnx", "outputs", "with_mup"]
+__all__ = ["ConvNet", "FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "ResidualMLP",
+           "RiverValley", "Transformer", "apply_scaled", "from_linen", "from_nnx", "outputs",
+           "with_mup"]

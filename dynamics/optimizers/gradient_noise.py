@@ -11,9 +11,9 @@ step sees the gradient
 
 before clipping, ⊥Grad, weight decay and the optimizer itself: the oracle of SGD with
 additive isotropic noise of variance ``sigma^2`` per coordinate (e.g. Mandt, Hoffman & Blei
-2017, "Stochastic gradient descent as approximate Bayesian inference", Sec. 3; Wen et al.
-2024, "Understanding warmup-stable-decay learning rates", Sec. 3, where it makes the
-iterate oscillate across the valley during the stable phase). ``xi_t`` is drawn from
+2017, "Stochastic gradient descent as approximate Bayesian inference", Sec. 3; in Wen et
+al. 2024, "Understanding warmup-stable-decay learning rates", Sec. 3, gradient noise makes
+the iterate oscillate across the valley during the stable phase). ``xi_t`` is drawn from
 ``noise_key(run_key, t)`` (``dynamics.loop``, key stream 4), so that run ``k`` of a sweep
 sees the same noise alone or batched with others.
 """

@@ -19,7 +19,8 @@ from dynamics.losses import LOSSES
 from dynamics.tasks.algorithmic import ENCODINGS, OPERATIONS, modular_arithmetic
 from dynamics.tasks.arrays import from_arrays
 from dynamics.tasks.real import digits
-from dynamics.tasks.sequences import markov_chain, markov_chain_bayes_loss, markov_chain_sample_loss
+from dynamics.tasks.sequences import (markov_chain, markov_chain_bayes_loss,
+                                      markov_chain_sample_loss)
 from dynamics.tasks.synthetic import (
     ACTIVATIONS,
     gaussian_mixture,
