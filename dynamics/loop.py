@@ -22,8 +22,9 @@ Keys: the run key is ``fold_in(root_key, seed)`` (``dynamics.sweeps.run_key``); 
 come from ``fold_in(run_key, 0)``, the minibatch order from ``data_key = fold_in(run_key,
 1)`` (epoch ``e`` is the permutation drawn from ``fold_in(data_key, e)``), the random probes
 of observables at log point ``i`` from ``fold_in(fold_in(run_key, 2), i)`` and the dropout
-of step ``t`` from ``fold_in(fold_in(run_key, 3), t)``. Nothing depends on the other runs
-of a sweep.
+of step ``t`` from ``fold_in(fold_in(run_key, 3), t)`` and its gradient noise (an optimizer
+with ``gradient_noise``) from ``fold_in(fold_in(run_key, 4), t)``. Nothing depends on the
+other runs of a sweep.
 
 Divergence: a step whose loss or new parameters are not finite is rejected; the run keeps
 its last finite state from then on (``diverged_at`` = that step) and its logged values
@@ -46,6 +47,7 @@ import optax
 from dynamics import losses
 from dynamics.models import base as model_lib
 from dynamics.observables import Context, evaluate, init_states
+from dynamics.optimizers import gradient_noise
 from dynamics.tasks.task import clean_targets, train_targets
 
 SPLITS = ("train", "test")
@@ -201,6 +203,9 @@ class Runner:
             return loss_fn(model_lib.outputs(g, g0, hp), y), model_state
 
         (loss, model_state), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        if self.spec.optimizer.gradient_noise is not None:
+            grads = gradient_noise.add_gradient_noise(
+                grads, hp["gradient_noise"], gradient_noise.noise_key(state.key, state.step))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & _all_finite(params)

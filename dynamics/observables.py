@@ -183,6 +183,17 @@ class Loss(Observable):
 
 
 @dataclasses.dataclass(frozen=True)
+class TestLoss(Observable):
+    """``test_loss`` alone: for a large or streamed training set, whose full-set loss (and
+    gradient, ``Loss``) at every log point would cost more than the training itself."""
+
+    descriptions: ClassVar = {"test_loss": Loss.descriptions["test_loss"]}
+
+    def __call__(self, ctx):
+        return {"test_loss": ctx.loss(ctx.test_outputs, ctx.data["y_test"])}
+
+
+@dataclasses.dataclass(frozen=True)
 class Accuracy(Observable):
     """``train_accuracy`` and ``test_accuracy`` (classification tasks only)."""
 
@@ -251,6 +262,7 @@ DEFAULT = (Loss(), Accuracy(), ParamNorm(), WeightChange(), GradNorm())
 
 REGISTRY: dict[str, Observable] = {
     "loss": Loss(),
+    "test_loss": TestLoss(),
     "accuracy": Accuracy(),
     "param_norm": ParamNorm(),
     "relative_weight_change": WeightChange(),

@@ -22,7 +22,9 @@
   and four-point vertex recursions at initialisation), ``neural_collapse`` (the global
   minimiser of deep linear unconstrained features), ``low_rank`` (kernel alignment and
   lazy weight change of low-rank initial weights), ``random_feature_ridge`` (the
-  random-feature ridge risk estimate) with its exact simulation in ``random_features``.
+  random-feature ridge risk estimate) with its exact simulation in ``random_features``,
+  ``river_valley`` (the noise floor of SGD in a quadratic valley and its recursion under a
+  learning-rate schedule).
 """
 
 from kernels import activation_duals, dmft, structured

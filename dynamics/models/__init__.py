@@ -6,6 +6,8 @@
 * ``residual``: ``ResidualMLP`` (pre-activation blocks, depth-muP branch multipliers);
 * ``convnet``: ``ConvNet`` (SAME convolutions, global average pooling);
 * ``transformer``: ``Transformer`` (decoder-only, pre-LayerNorm, causal);
+* ``river_valley``: ``RiverValley``, a toy river-valley loss landscape written as
+  residuals (Wen et al. 2024), its task and the observable of its two parts;
 * ``flax_adapter``: ``from_linen`` / ``from_nnx``, a user's flax model with its fields as
   sweep axes, batch statistics and dropout;
 * ``flax_mup``: ``with_mup``, a user's flax model in muP, its width dimensions inferred.
@@ -17,7 +19,9 @@ from dynamics.models.flax_mup import MuP, MuPModel, with_mup
 from dynamics.models.convnet import ConvNet
 from dynamics.models.mlp import MLP, Layer
 from dynamics.models.residual import ResidualMLP
+from dynamics.models.river_valley import RiverValley
 from dynamics.models.transformer import Transformer
 
-__all__ = ["ConvNet", "FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "ResidualMLP", "Transformer", "apply_scaled",
-           "from_linen", "from_nnx", "outputs", "with_mup"]
+__all__ = ["ConvNet", "FlaxModel", "Layer", "MLP", "Model", "MuP", "MuPModel", "ResidualMLP",
+           "RiverValley", "Transformer", "apply_scaled", "from_linen", "from_nnx", "outputs",
+           "with_mup"]

@@ -8,6 +8,7 @@ learning-rate multipliers chained around it.
 * ``presets``: ``sgd``, ``momentum``, ``adam``, ``adamw``;
 * ``schedules``: the built-in learning-rate shapes with swept lengths;
 * ``weight_decay``: L2, decoupled and independent decay, the decay mask by layer role;
+* ``gradient_noise``: additive Gaussian gradient noise (the noisy-SGD oracle);
 * ``orthogonal``: ⊥Grad (Prieto et al. 2025);
 * ``preconditioner``: Adam's diagonal preconditioner (Cohen et al. 2022);
 * ``hyperparameters``: range checks by name.

@@ -20,6 +20,7 @@ _FRACTION = (0.0, True, 1.0, True, "in [0, 1]")
 RANGES = {
     "lr": _POSITIVE,
     "clip_norm": _POSITIVE,
+    "gradient_noise": _NON_NEGATIVE,
     "eps": _NON_NEGATIVE,
     "eps_root": _NON_NEGATIVE,
     "momentum": _DECAY_RATE,

@@ -18,6 +18,9 @@ factory's: ``optax.contrib.schedule_free_adamw(warmup_steps=...)`` keeps its own
   step ``t`` is ``lr * s(t)``, fed to the factory's ``learning_rate``; an optax schedule
   given as ``learning_rate`` is used as ``s`` with ``lr = 1``;
 * ``clip_norm``: gradient clipping by global norm (``optax.clip_by_global_norm``);
+* ``gradient_noise``: the standard deviation ``sigma`` of additive Gaussian noise on every
+  gradient coordinate (``dynamics.optimizers.gradient_noise``; added by the training loop,
+  which holds the run's key, before everything below);
 * ``orthogonal`` (``"none"``, the default, ``"layer"`` or ``"global"``; ``None`` reads
   ``"none"``) and ``orthogonal_rescale``: ⊥Grad (``dynamics.optimizers.orthogonal``);
 * ``weight_decay`` with ``weight_decay_coupling``, ``weight_decay_mask``,
@@ -69,6 +72,7 @@ ORTHOGONAL = ("none", "layer", "global")
 
 # traindyn's keywords (a factory's keyword of the same name takes precedence)
 _OWN = ("lr", "learning_rate", "family", "name", "schedule", *schedules.LENGTHS, "clip_norm",
+        "gradient_noise",
         "weight_decay", "weight_decay_coupling", "weight_decay_mask", "weight_decay_scales",
         "decay_embeddings", "orthogonal", "orthogonal_rescale")
 
@@ -299,7 +303,8 @@ class Optimizer:
             raise ValueError(f"family must be 'sgd' or 'adam' (or None: unknown), got {family!r}")
         self._set(_factory=factory, _arguments=dict(keywords), name=own.pop("name", None) or name,
                   family=family, lr=lr, schedule=schedule, _lengths=lengths, _static=statics,
-                  _swept_keywords=swept, clip_norm=own.pop("clip_norm", None), weight_decay=wd,
+                  _swept_keywords=swept, clip_norm=own.pop("clip_norm", None),
+                  gradient_noise=own.pop("gradient_noise", None), weight_decay=wd,
                   weight_decay_coupling=coupling, weight_decay_mask=mask,
                   weight_decay_scales=scales, decay_embeddings=decay_embeddings,
                   orthogonal=orthogonal, orthogonal_rescale=rescale)
@@ -333,6 +338,8 @@ class Optimizer:
             out.update(schedules.default_values(self.schedule, self._lengths))
         if self.clip_norm is not None:
             out["clip_norm"] = float(self.clip_norm)
+        if self.gradient_noise is not None:
+            out["gradient_noise"] = float(self.gradient_noise)
         if self.weight_decay_coupling is not None:
             out["weight_decay"] = float(self.weight_decay)
         return out
@@ -454,6 +461,7 @@ class Optimizer:
             "schedule": _jsonable(self.schedule),
             "schedule_lengths": dict(self._lengths),
             "clip_norm": self.clip_norm,
+            "gradient_noise": self.gradient_noise,
             "weight_decay": self.weight_decay,
             "weight_decay_coupling": self.weight_decay_coupling,
             "weight_decay_mask": _jsonable(self.weight_decay_mask),
@@ -480,6 +488,8 @@ class Optimizer:
             out.append(f"weight_decay={hp['weight_decay']} (needs 0)")
         if self.clip_norm is not None:
             out.append(f"clip_norm={hp['clip_norm']} (needs no clipping)")
+        if hp.get("gradient_noise", 0.0) != 0.0:
+            out.append(f"gradient_noise={hp['gradient_noise']} (needs the exact gradient)")
         if self.orthogonal != "none":
             out.append(f"orthogonal={self.orthogonal!r} (needs the plain gradient)")
         return out
@@ -490,7 +500,8 @@ class Optimizer:
         items = lambda d: tuple(sorted((k, _hashable(v)) for k, v in d.items()))  # noqa: E731
         return (self._factory, self.name, self.family, self.lr, _hashable(self.schedule),
                 items(self._lengths), items(self._static), items(self._swept_keywords),
-                self.clip_norm, self.weight_decay, self.weight_decay_coupling,
+                self.clip_norm, self.gradient_noise, self.weight_decay,
+                self.weight_decay_coupling,
                 _hashable(self.weight_decay_mask), _hashable(self.weight_decay_scales),
                 self.decay_embeddings, self.orthogonal,
                 self.orthogonal_rescale)

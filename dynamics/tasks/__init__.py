@@ -20,7 +20,8 @@ from dynamics.losses import LOSSES
 from dynamics.tasks.algorithmic import ENCODINGS, OPERATIONS, corrupted_rows, modular_arithmetic
 from dynamics.tasks.arrays import from_arrays
 from dynamics.tasks.real import digits
-from dynamics.tasks.sequences import markov_chain, markov_chain_bayes_loss
+from dynamics.tasks.sequences import (markov_chain, markov_chain_bayes_loss,
+                                      markov_chain_sample_loss)
 from dynamics.tasks.synthetic import (
     ACTIVATIONS,
     gaussian_mixture,
@@ -52,6 +53,7 @@ __all__ = [
     "make",
     "markov_chain",
     "markov_chain_bayes_loss",
+    "markov_chain_sample_loss",
     "mlp_teacher",
     "mlp_teacher_apply",
     "modular_arithmetic",

@@ -19,7 +19,9 @@ stationary limit ``pi . h``):
     L^* = \frac{1}{T} \sum_{t=0}^{T-1} \mu_0 P^t h,
 
 in nats, :func:`markov_chain_bayes_loss` of the task (the loss is the mean over
-positions, ``dynamics.losses``).
+positions, ``dynamics.losses``). :func:`markov_chain_sample_loss` is the Bayes predictor's
+loss on the sequences of a split themselves, ``-(1/NT) sum log P_{s_t s_{t+1}}``: the
+floor of that split's measured loss, without the split's sampling noise around ``L^*``.
 """
 
 from __future__ import annotations
@@ -95,3 +97,16 @@ def markov_chain_bayes_loss(task) -> float:
         raise ValueError(f"task must be a markov_chain task, got {c.get('generator')!r}")
     p = transition_matrix(c["vocab_size"], c["concentration"], c["seed"])
     return bayes_cross_entropy(p, c["seq_len"])
+
+
+def markov_chain_sample_loss(task, split: str = "test") -> float:
+    """The cross-entropy of the chain's own predictions ``P_{s_t}`` on the sequences of
+    ``split`` (module doc), in nats."""
+    c = task.config
+    if c.get("generator") != "markov_chain":
+        raise ValueError(f"task must be a markov_chain task, got {c.get('generator')!r}")
+    check_choice("split", split, ("train", "test"))
+    p = transition_matrix(c["vocab_size"], c["concentration"], c["seed"])
+    x = np.asarray(getattr(task, f"x_{split}"))
+    y = np.asarray(getattr(task, f"y_{split}"))
+    return float(-np.mean(np.log(p[x, y])))
