@@ -35,6 +35,7 @@ EXPERIMENTS = {
     "rich-lazy-rank": "experiments.rich_lazy_rank",
     "more-is-better": "experiments.more_is_better",
     "grokking-corrupted": "experiments.grokking_corrupted",
+    "grokking-scaling": "experiments.grokking_scaling",
 }
 
 

@@ -75,12 +75,12 @@ def modular_arithmetic(
     vocabulary, so that embeddings can be tied).
 
     ``loss="mse"`` gives one-hot float32 targets in {0, 1} (Gromov, 2023). With
-    ``centred_targets=True`` (a loss on float targets only) every target row is the one-hot
-    vector minus its mean, ``e_c - 1/n_classes`` (its entries sum to zero): the centred
-    targets of Tian (2025, "Provable scaling laws of feature emergence from learning
-    dynamics of grokking", Sec. 3, the target matrix with its mean removed), on which the
-    constant direction of the outputs carries no signal. The arg-max of a row, and hence
-    the accuracy, is that of the one-hot row.
+    ``centred_targets=True`` (a loss on float targets only) every target row is the
+    one-hot vector minus its mean, ``e_c - 1/n_classes`` (its entries sum to zero): the
+    centred targets of Tian (2025, "Provable scaling laws of feature emergence from
+    learning dynamics of grokking"), on which the constant direction of the outputs
+    carries no signal. The arg-max of a row, and hence the accuracy, is that of the
+    one-hot row.
 
     ``corrupt_fraction = xi``: exactly ``round(xi * n_train)`` training examples, drawn
     without replacement from the seed's ``corruption`` stream, have their stored label
@@ -107,8 +107,8 @@ def modular_arithmetic(
     if not isinstance(centred_targets, bool):
         raise ValueError(f"centred_targets must be a bool, got {centred_targets!r}")
     if centred_targets and takes_labels(loss):
-        raise ValueError(f"centred_targets needs a loss on float targets (such as 'mse'), "
-                         f"got loss={loss!r}, which takes integer labels")
+        raise ValueError(f"centred_targets needs a loss on float targets (such as "
+                         f"'mse'), got loss={loss!r}, which takes integer labels")
 
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     a, b = a.ravel(), b.ravel()
@@ -153,7 +153,8 @@ def modular_arithmetic(
         mask_train=rows(mask, 0, n_train), mask_test=rows(mask, n_train, None),
         config=dict(p=p, operation=operation, train_fraction=train_fraction, seed=seed,
                     loss=loss, label_noise=label_noise, encoding=encoding,
-                    corrupt_fraction=corrupt_fraction, centred_targets=centred_targets),
+                    corrupt_fraction=corrupt_fraction,
+                    centred_targets=centred_targets),
     )
 
 
