@@ -121,6 +121,7 @@ def test_fit_of_c_on_exact_scaling_data_returns_c():
     # a NaN (an M that never crossed) is left out of the fit
     f[2] = np.nan
     assert exp.fit_c(moduli, f) == pytest.approx(c, rel=1e-12)
+    assert math.isnan(exp.fit_c(moduli, np.full(moduli.shape, np.nan)))
     np.testing.assert_allclose(exp.scaling_unit(moduli), np.log(moduli) / moduli)
 
 
