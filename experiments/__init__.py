@@ -36,6 +36,7 @@ EXPERIMENTS = {
     "more-is-better": "experiments.more_is_better",
     "grokking-corrupted": "experiments.grokking_corrupted",
     "river-valley": "experiments.river_valley",
+    "grokking-scaling": "experiments.grokking_scaling",
 }
 
 

@@ -49,6 +49,7 @@ def modular_arithmetic(
     label_noise: float = 0.0,
     encoding: str = "onehot",
     corrupt_fraction: float = 0.0,
+    centred_targets: bool = False,
 ) -> Task:
     """All pairs ``(a, b)`` with label ``c = a op b mod p`` (Power et al., 2022).
 
@@ -73,7 +74,13 @@ def modular_arithmetic(
     the loss and the accuracy are those of the answer ``c``; ``n_classes = p + 1`` (the
     vocabulary, so that embeddings can be tied).
 
-    ``loss="mse"`` gives one-hot float32 targets in {0, 1} (Gromov, 2023).
+    ``loss="mse"`` gives one-hot float32 targets in {0, 1} (Gromov, 2023). With
+    ``centred_targets=True`` (a loss on float targets only) every target row is the
+    one-hot vector minus its mean, ``e_c - 1/n_classes`` (its entries sum to zero): the
+    centred targets of Tian (2025, "Provable scaling laws of feature emergence from
+    learning dynamics of grokking"), on which the constant direction of the outputs
+    carries no signal. The arg-max of a row, and hence the accuracy, is that of the
+    one-hot row.
 
     ``corrupt_fraction = xi``: exactly ``round(xi * n_train)`` training examples, drawn
     without replacement from the seed's ``corruption`` stream, have their stored label
@@ -97,6 +104,11 @@ def modular_arithmetic(
     label_noise = check_label_noise(label_noise, loss)
     encoding = check_choice("encoding", encoding, ENCODINGS)
     corrupt_fraction = check_float("corrupt_fraction", corrupt_fraction, 0.0, 1.0)
+    if not isinstance(centred_targets, bool):
+        raise ValueError(f"centred_targets must be a bool, got {centred_targets!r}")
+    if centred_targets and takes_labels(loss):
+        raise ValueError(f"centred_targets needs a loss on float targets (such as "
+                         f"'mse'), got loss={loss!r}, which takes integer labels")
 
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     a, b = a.ravel(), b.ravel()
@@ -128,6 +140,8 @@ def modular_arithmetic(
         mask = np.zeros((n_pairs, 3), dtype=bool)
         mask[:, -1] = True
     y = labels if takes_labels(loss) else one_hot(labels, n_classes)
+    if centred_targets:
+        y = (y - np.float32(1.0 / n_classes)).astype(np.float32)
 
     def rows(arr, lo, hi):
         return None if arr is None else arr[lo:hi]
@@ -139,7 +153,8 @@ def modular_arithmetic(
         mask_train=rows(mask, 0, n_train), mask_test=rows(mask, n_train, None),
         config=dict(p=p, operation=operation, train_fraction=train_fraction, seed=seed,
                     loss=loss, label_noise=label_noise, encoding=encoding,
-                    corrupt_fraction=corrupt_fraction),
+                    corrupt_fraction=corrupt_fraction,
+                    centred_targets=centred_targets),
     )
 
 
