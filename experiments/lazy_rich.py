@@ -101,11 +101,14 @@ def initial_ntk(model: td.MLP, params, x1, x2, hparams):
     def layers(x):
         acts = [x] + [phi(model.apply(params[:l], x, hp)) for l in range(1, len(params))]
 
-        def g(biases):
+        def g(biases, xi):  # one example's outputs (O,)
             return model.apply(tuple({**layer, "b": b} for layer, b in zip(params, biases)),
-                               x, hp)
+                               xi[None], hp)[0]
 
-        grads = jax.jacrev(g)(tuple(layer["b"] for layer in params))  # each (n, O, N_l)
+        # per example, so that the backward pass never carries all n examples for each of
+        # the n O cotangents (O(n^2 O N) memory: over 20 GB at n = 1000)
+        biases = tuple(layer["b"] for layer in params)
+        grads = jax.vmap(jax.jacrev(g), in_axes=(None, 0))(biases, x)  # each (n, O, N_l)
         return acts, [d / s.bias_multiplier for d, s in zip(grads, scales)]
 
     (a1, d1), (a2, d2) = layers(x1), layers(x2)
