@@ -14,8 +14,8 @@ once an iteration's change has been computed); every ratio is taken in one proce
 * ``two_layer``: ``P = 20`` examples, ``T = 200`` steps, tanh, for several sample counts
   ``S`` (the default ``mc_error=True`` re-solves with ``S/2``; that is included);
 * ``deep_monte_carlo``: ``L = 3``, ``P = 10``, ``T = 100``, ``S = 1000``. One iteration
-  costs about ``(2/3) S N_g^3 (2L - 2)`` multiply-adds, ``N_g = (T+1) n`` (the causal
-  Jacobians of the fields, ``kernels.dmft.deep``): about ``3e12`` here. On an
+  costs about ``(1/2) S N_g^3 (2L - 2)`` multiply-adds, ``N_g = (T+1) n`` (the causal
+  Jacobians of the fields, ``kernels.dmft.deep``): about ``2e12`` here. On an
   accelerator one iteration is measured at full size; on a CPU it is not (hours), and the
   time per iteration is measured at ``T`` in ``monte_carlo_steps`` (same ``L``, ``P``,
   ``S``) and extrapolated to ``T = 100`` with the fitted exponent (reported as an estimate,
@@ -42,8 +42,8 @@ growing with the windows) and ``monte_carlo`` per iteration (``O(S N_g^2 n)``, i
 exponent 3 in ``T + 1`` and in ``P``; the ``T`` series is (a)'s).
 
 (d) ``one_iteration``: one ``monte_carlo`` iteration at ``L = 3``, ``P = 10``,
-``S = 1000``, ``T = 20`` with the causal blocked responses against the dense ``jax.jacfwd``
-formulation they replaced (their largest relative gap, and the time ratio), both against
+``S = 1000``, ``T = 20`` with the causal (recursive) responses against the dense
+``jax.jacfwd`` formulation they replaced (their largest relative gap, and the time ratio), both against
 a ``2048^3`` float64 matmul timed in the same process, interleaved; the causal form alone
 at ``T = 40``, extrapolated to ``T = 100`` (labelled as such).
 
@@ -198,7 +198,7 @@ def _deep_times(cfg, seed):
     ng = (steps + 1) * (n_train)
     out = {"depth": depth, "n_train": n_train, "steps": steps, "samples": s,
            "window": cfg["window"], "activation": "tanh", "tol": 1e-6, "dtype": "float64",
-           "multiply_adds_per_iteration": float(2 / 3 * s * ng**3 * (2 * depth - 2))}
+           "multiply_adds_per_iteration": float(s * ng**3 * (2 * depth - 2) / 2)}
     rows = []
     for t in cfg["monte_carlo_steps"]:
         r = _mc_iteration_seconds(model, x, y, t, s, cfg["window"], seed)
@@ -295,7 +295,7 @@ def _timed(fn, repeats):
 def one_iteration(cfg, seed):
     """One ``monte_carlo`` iteration (``kernels.dmft.deep.iterate``, float64, tanh, from
     the state after one iteration, so that the responses are non-zero) with the causal
-    blocked responses and with the dense ``jax.jacfwd`` reference, timed interleaved
+    recursive responses and with the dense ``jax.jacfwd`` reference, timed interleaved
     (best of ``repeats``, each after a compiling call) together with a 2048^3 float64
     matmul in the same process; their largest relative gap over the state's leaves. At
     ``causal_only_steps`` the causal form alone, and the fitted exponent in ``T + 1``

@@ -72,7 +72,7 @@ higher orders are those of the network's discrete step.
   App. (their Algorithm): kernels -> ``Delta`` -> sample ``u, r`` (fixed whitened noise,
   so the iteration is deterministic) -> solve the causal equations per sample ->
   ``Phi, G`` by sample averages, ``A, B`` by the exact Jacobians of the
-  causal equations (forward substitution in time, blocked, samples batched) averaged
+  causal equations (recursive forward substitution in time, samples batched) averaged
   over samples -> damped update, until the relative change is
   below ``tol``. Its Monte Carlo error is estimated by solving again with half the
   samples.

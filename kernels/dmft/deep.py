@@ -22,7 +22,7 @@ One iteration (``kernels.dmft``, B&P 2022 Sec. 5) maps ``(Phi, G, A, B, f)`` to 
      the causal equations solved step by step for each sample, ``Phi^l``, ``G^l`` their
      sample averages and ``A^l``, ``B^{l-1}`` the sample averages of the Jacobians
      ``d phi(h^l) / d r^l`` and ``d g^l / d u^l`` (divided by ``gamma``; B&P eq. 8),
-     exact, by a blocked forward substitution in time with the samples in the wide
+     exact, by a recursive forward substitution in time with the samples in the wide
      dimension of the products (``_causal_response_sums``);
 4. the output ``f = sigma^2 <d phi(h^L)/d rho>/gamma + eta sigma^2 (Phi^L Delta [s<t]) 1``;
 5. a damped update ``Q <- Q + beta (Q_new - Q)`` of every order parameter.
@@ -33,12 +33,13 @@ The iteration stops when the largest relative change (Frobenius norm, over ``Phi
 (e.g. the solution at a smaller ``gamma0``: warm start).
 
 Cost per iteration: ``deep_linear`` ``O(L N_g^3)``; ``monte_carlo`` ``O(S N_g^2)`` per
-layer for the fields plus, for each of the ``2L - 2`` Jacobians, about ``(2/3) S N_g^3``
+layer for the fields plus, for each of the ``2L - 2`` Jacobians, about ``(1/2) S N_g^3``
 multiply-adds (two memory kernels, each a lower triangle against the causal, lower
-triangular tangents): the responses dominate. ``jax.jacfwd`` through the per-sample scan
-(kept as ``_jacfwd_response_sums``, the reference of the tests and the benchmark) costs
-``2 S N_g^3`` for each (three times the flops) and copies the tangent history at every
-step.
+triangular tangents; the recursion's products reach ``N_g^3/4`` each, against
+``N_g^3/6`` for the exact triangles): the responses dominate. ``jax.jacfwd`` through the
+per-sample scan (kept as ``_jacfwd_response_sums``, the reference of the tests and the
+benchmark) costs ``2 S N_g^3`` for each (four times the flops) and copies the tangent
+history at every step.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ from kernels import activation_duals
 from kernels.dmft.common import activation_pair, causal_root, psd_sqrt, relative_change
 
 
-# grid rows (steps x examples) per block of the causal responses: at P = 10, T = 20 on a
-# loaded 2-core CPU, blocks of 3-4 steps were no slower than 2 steps or 6-11 steps
+# grid rows (steps x examples) per block, the leaves of the recursion of the causal
+# responses: one iteration at L = 3, P = 10, T = 20, S = 1000 on an idle 2-core CPU took
+# 1.21 / 1.15 / 1.12 / 1.17 s with blocks of 2 / 4 / 6 / 8 steps (one step: 1.32 s)
 _BLOCK_ROWS = 40
 
 
@@ -179,7 +181,7 @@ def _sample_solver(activation, t1, n):
 def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
                           horizon=None):
     r"""Sums over samples of the Jacobians ``d g / d u`` (kind ``"u"``) and
-    ``d phi(h) / d r`` (kind ``"r"``) of the causal fields of one layer, by blocked
+    ``d phi(h) / d r`` (kind ``"r"``) of the causal fields of one layer, by a recursive
     forward substitution in time (B&P 2022 eq. 8, the response functions ``A``, ``B``).
 
     ``h``, ``z`` ``(N_g, B)``: the fields of ``B`` samples (rows time-major); ``mh``,
@@ -197,80 +199,96 @@ def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
     for every unit tangent ``delta u`` or ``delta r`` at a grid point ``(s', nu)`` at once
     (the columns). It is causal: a tangent started at ``s'`` is zero before ``s'``, so
     the rows of time ``t`` have non-zero columns ``s' <= t`` only, and only the lower
-    triangles of ``M_h`` (strict) and ``M_z`` are read, as in the per-sample scan. Time
-    is cut into blocks of ``block`` steps: each block's rows first receive the
-    contributions of all earlier blocks in one matrix product per kernel whose wide
-    dimension is (samples x tangent columns), then its steps are solved in turn. Exact:
-    the same sums as ``jax.jacfwd`` through the scan, in another order (round-off).
-    With ``horizon`` (traced: one compile for every window of the causal continuation)
-    the blocks that start at or after it are not solved: their rows are returned as
-    zeros. Returns ``{kind: (N_g, N_g)}``."""
+    triangles of ``M_h`` (strict) and ``M_z`` are read, as in the per-sample scan.
+
+    Time is cut into blocks of ``block`` steps, and the blocks are solved by halving, as
+    a recursive triangular solve is (Elmroth, Gustavson, Jonsson & Kagstrom 2004, SIAM
+    Review 46(1)): the first half of a range is solved, its tangents reach the
+    second half's rows through one matrix product per kernel whose wide dimension is
+    (samples x kinds x the columns the first half can reach), then the second half is
+    solved. Most of the work is in the few large products near the top of the recursion,
+    and the products skip the columns that causality makes zero in the solved half (those
+    it started). Within a block the steps are solved in turn. Exact: the same sums as
+    ``jax.jacfwd`` through the scan, in another order (round-off). With ``horizon``
+    (traced: one compile for every window of the causal continuation) a second half that
+    starts at or after it is not solved: every block that starts at or after the horizon
+    is returned as zeros. Returns ``{kind: (N_g, N_g)}``."""
     _, dphi_fn = activation_pair(activation)
     ng, samples = h.shape
     k = len(kinds)
     dtype = h.dtype
-    d1 = dphi_fn(h).reshape(t1, n, samples, 1, 1)
-    d2 = (jax.jvp(dphi_fn, (h,), (jnp.ones_like(h),))[1] * z).reshape(t1, n, samples, 1, 1)
+    d1 = dphi_fn(h).reshape(ng, samples, 1, 1)
+    d2 = (jax.jvp(dphi_fn, (h,), (jnp.ones_like(h),))[1] * z).reshape(ng, samples, 1, 1)
+    unit = jnp.eye(n, dtype=dtype)[:, None, :]  # (rows, samples, columns) of one step
 
     def product(m, x):  # (rows, q) @ (q, samples, kinds, columns)
         return jnp.einsum("iq,qbkc->ibkc", m, x)
 
-    def solve_block(hist, a, e):
-        """The tangents of the rows of steps ``a <= t < e`` (columns ``< e n``)."""
-        rows, width, cols = slice(a * n, e * n), (e - a) * n, e * n
-        shape = (width, samples, k, cols)
-        # the unit tangents started in this block: delta u enters h, delta r enters z
-        unit = {kind: jnp.zeros((width, 1, k, cols), dtype) for kind in ("u", "r")}
-        for kind in kinds:
-            unit[kind] = unit[kind].at[:, 0, kinds.index(kind), a * n:].set(
-                jnp.eye(width, dtype=dtype))
-        pre_h, pre_z = (jnp.broadcast_to(unit[kind], shape) for kind in ("u", "r"))
-        if a:  # every earlier block at once: wide products over (samples, kinds, columns)
-            pre_h = pre_h + product(mh[rows, :a * n], hist["g"][:a * n, :, :, :cols])
-            pre_z = pre_z + product(mz[rows, :a * n], hist["phi"][:a * n, :, :, :cols])
+    def widen(x, cols):  # zero columns up to ``cols``
+        return jnp.pad(x, [(0, 0)] * 3 + [(0, cols - x.shape[3])])
 
-        def step(carry, x):
-            """One step ``t`` of the block: its later rows are still zero, so the full
-            rows of ``M_h``, ``M_z`` over the block read their causal parts only."""
-            blk_phi, blk_g = carry
-            j, pre_h_t, pre_z_t, mh_t, mz_t, d1_t, d2_t = x
-            dh = pre_h_t + product(mh_t, blk_g.reshape(shape))
-            dphi = d1_t * dh
-            blk_phi = blk_phi.at[j].set(dphi)
-            dz = pre_z_t + product(mz_t, blk_phi.reshape(shape))
-            return (blk_phi, blk_g.at[j].set(d2_t * dh + d1_t * dz)), None
+    def solve_block(a, e, pre_h, pre_z):
+        """Tangents ``(phi, g)`` of the rows of steps ``a <= t < e`` (columns ``< e n``)
+        from the contributions ``pre_h``, ``pre_z`` of all earlier rows (None: zero)."""
+        shape = (n, samples, k, e * n)
+        phis, gs = [], []
+        for t in range(a, e):
+            rows, local = slice(t * n, (t + 1) * n), (t - a) * n
+            dh = jnp.zeros(shape, dtype) if pre_h is None else pre_h[local:local + n]
+            dz = jnp.zeros(shape, dtype) if pre_z is None else pre_z[local:local + n]
+            # the unit tangents started at step t: delta u enters h, delta r enters z
+            if "u" in kinds:
+                dh = dh.at[:, :, kinds.index("u"), rows].add(unit)
+            if "r" in kinds:
+                dz = dz.at[:, :, kinds.index("r"), rows].add(unit)
+            if gs:  # the block's earlier steps (M_h is strictly causal)
+                dh = dh + product(mh[rows, a * n:t * n], jnp.concatenate(gs))
+            dphi = d1[rows] * dh
+            dz = dz + product(mz[rows, a * n:(t + 1) * n], jnp.concatenate(phis + [dphi]))
+            phis.append(dphi)
+            gs.append(d2[rows] * dh + d1[rows] * dz)
+        return jnp.concatenate(phis), jnp.concatenate(gs)
 
-        steps = e - a
-        per_step = (steps, n, samples, k, cols)
-        zeros = jnp.zeros(per_step, dtype)
-        xs = (jnp.arange(steps), pre_h.reshape(per_step), pre_z.reshape(per_step),
-              mh[rows, rows].reshape(steps, n, width), mz[rows, rows].reshape(steps, n, width),
-              d1[a:e], d2[a:e])
-        (blk_phi, blk_g), _ = jax.lax.scan(step, (zeros, zeros), xs)
-        return {"phi": blk_phi.reshape(shape), "g": blk_g.reshape(shape)}
+    def solve_range(lo, hi, pre_h, pre_z):
+        """The tangents ``(phi, g)`` of blocks ``lo <= b < hi`` (columns up to the range's
+        end) from the contributions of all earlier rows (None: zero)."""
+        a, e = lo * block, min(hi * block, t1)
+        if hi - lo == 1:
+            phi, g = solve_block(a, e, pre_h, pre_z)
+        else:
+            mid = (lo + hi) // 2
+            m = mid * block
+            first = (m - a) * n  # rows of the first half, which reach columns < m n only
 
-    # the tangents of all rows so far, (N_g, samples, kinds, N_g); a block's rows are
-    # written once, and only its columns up to its end can be non-zero
-    hist = {name: jnp.zeros((ng, samples, k, ng), dtype) for name in ("phi", "g")}
-    sums = {kind: [] for kind in kinds}
-    for a in range(0, t1, block):
-        e = min(a + block, t1)
-        rows, cols = slice(a * n, e * n), e * n
-        solve = functools.partial(solve_block, a=a, e=e)
-        if horizon is None:
-            blk = solve(hist)
-        else:  # blocks at or after the horizon are left at zero, not solved
-            def skip(hist, solve=solve):
-                return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype),
-                                              jax.eval_shape(solve, hist))
+            def cut(pre):
+                return None if pre is None else pre[:first, :, :, :m * n]
 
-            blk = jax.lax.cond(a < horizon, solve, skip, hist)
-        for name in hist:
-            hist[name] = hist[name].at[rows, :, :, :cols].set(blk[name])
-        for kind in kinds:
-            src = blk["g" if kind == "u" else "phi"][:, :, kinds.index(kind)]
-            sums[kind].append(jnp.pad(src.sum(1), [(0, 0), (0, ng - cols)]))
-    return {kind: jnp.concatenate(v) for kind, v in sums.items()}
+            phi1, g1 = solve_range(lo, mid, cut(pre_h), cut(pre_z))
+
+            def second(phi1, g1, pre_h, pre_z):
+                later = slice(m * n, e * n)
+                pre = []
+                for pre_x, mat, x in ((pre_h, mh, g1), (pre_z, mz, phi1)):
+                    add = product(mat[later, a * n:m * n], x)
+                    pre.append(widen(add, e * n) if pre_x is None
+                               else pre_x[first:].at[:, :, :, :m * n].add(add))
+                return solve_range(mid, hi, *pre)
+
+            if horizon is None:
+                phi2, g2 = second(phi1, g1, pre_h, pre_z)
+            else:  # a second half that starts at or after the horizon is left at zero
+                def skip(*args):
+                    return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype),
+                                                  jax.eval_shape(second, *args))
+
+                phi2, g2 = jax.lax.cond(m < horizon, second, skip, phi1, g1, pre_h, pre_z)
+            phi = jnp.concatenate([widen(phi1, e * n), phi2])
+            g = jnp.concatenate([widen(g1, e * n), g2])
+        return phi, g
+
+    phi, g = solve_range(0, -(-t1 // block), None, None)
+    return {kind: (g if kind == "u" else phi)[:, :, kinds.index(kind)].sum(1)
+            for kind in kinds}
 
 
 def _jacfwd_response_sums(fields, u, r, kinds):
