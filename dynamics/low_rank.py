@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics import runtime
 from dynamics.checks import check_float, check_int
 
 
@@ -58,14 +59,16 @@ def low_rank_weight(key, shape, rank: int, norm: float, basis=None, dtype=jnp.fl
     rank = check_rank("rank", rank, shape)
     if basis is None:
         g = jax.random.normal(key, shape, dtype)
-        u, s, vt = jnp.linalg.svd(g, full_matrices=False)
+        u, s, vt = runtime.unbatched_lapack(
+            lambda m: jnp.linalg.svd(m, full_matrices=False))(g)
         w = (u[:, :rank] * s[:rank]) @ vt[:rank]
         return norm * w / jnp.linalg.norm(s[:rank])
     basis = jnp.asarray(basis, dtype)
     if basis.shape != (shape[0], rank):
         raise ValueError(f"basis must have shape (n_in, rank) = {(shape[0], rank)}, got "
                          f"{tuple(basis.shape)}")
-    q, r = jnp.linalg.qr(jax.random.normal(key, (shape[1], rank), dtype))
+    q, r = runtime.unbatched_lapack(lambda m: jnp.linalg.qr(m))(
+        jax.random.normal(key, (shape[1], rank), dtype))
     q = q * jnp.sign(jnp.diagonal(r))  # Haar-distributed orthonormal columns
     return norm / np.sqrt(rank) * basis @ q.T
 

@@ -6,12 +6,17 @@ disk, and CPU devices when asked for.
   ``--xla_force_host_platform_device_count=<n>`` to ``XLA_FLAGS`` before JAX starts its
   backends, and a sweep's runs are then spread over the devices (``dynamics.planning``
   places a ``vmap`` part's runs on a mesh over them, or the single runs of the ``loop``
-  strategy on the devices in turn). It is not the default: with jaxlib 0.10.2, a program
-  sharded over forced CPU devices that calls LAPACK (``jnp.linalg.eigvalsh`` of a batch of
-  12 runs per device, as the kernel observables of the main job do) never returns, every
-  thread idle. A device count already in the user's ``XLA_FLAGS`` is kept, and nothing
-  changes once JAX's backends have started (import traindyn first). Accelerator devices
-  are not affected.
+  strategy on the devices in turn). It is not the default yet: the whole test suite and
+  the speed of sweeps have not been measured with it since the hang below was avoided.
+  With jaxlib 0.10.2 a batched LAPACK call (``jnp.linalg.eigvalsh`` of 12 runs per
+  device, as the kernel observables of the main job make) splits its batch over XLA's
+  intra-op thread pool and waits for it from a thread of that pool; with every pool
+  thread running one device's program inside such a call, nothing is left to run the
+  split work and the process hangs, every thread idle (seen in gdb: each ``tf_XLAEigen``
+  thread in ``lapack_ssyevd_ffi``, waiting in ``jax::ParallelBatchMap``). The engine's
+  LAPACK calls inside runs therefore go through ``unbatched_lapack``. A device count already in the user's ``XLA_FLAGS`` is
+  kept, and nothing changes once JAX's backends have started (import traindyn first).
+  Accelerator devices are not affected.
 * **The persistent compilation cache.** JAX's cache of compiled programs on disk
   (``jax_compilation_cache_dir``), so that a second process running the same programs
   loads them instead of compiling; with the data as program arguments
@@ -28,6 +33,7 @@ import os
 import pathlib
 
 import jax
+import jax.custom_batching
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
 MIN_COMPILE_SECONDS = 0.2
@@ -71,6 +77,16 @@ def cpu_devices(environ=os.environ) -> int | None:
         return None
     environ["XLA_FLAGS"] = f"{flags} {DEVICE_FLAG}={count}".strip()
     return count
+
+
+def unbatched_lapack(fn):
+    """``fn`` (a function of arrays that calls LAPACK, e.g. ``jnp.linalg.eigh``) whose
+    ``vmap`` is a loop over the batch when the process has several CPU devices (the
+    deadlock of batched LAPACK calls, module doc), and ``fn`` itself otherwise. Decided
+    when traced; the results are the same either way (one LAPACK call per matrix)."""
+    if jax.default_backend() == "cpu" and jax.device_count() > 1:
+        return jax.custom_batching.sequential_vmap(fn)
+    return fn
 
 
 def cache_directory(environ=os.environ) -> pathlib.Path | None:

@@ -39,7 +39,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from dynamics import losses
+from dynamics import losses, runtime
 from dynamics.curvature import blocks as param_blocks
 from dynamics.curvature.observables import _PerBlock
 from dynamics.observables import Observable
@@ -170,7 +170,7 @@ class KernelObservables(Observable):
     def update(self, ctx, k0):
         k = self._kernel(ctx, ctx.params)
         k = (k + k.T) / 2
-        eig = jnp.linalg.eigvalsh(k)[::-1]
+        eig = runtime.unbatched_lapack(lambda m: jnp.linalg.eigvalsh(m))(k)[::-1]
         y = self._targets(ctx, self.probe_size).astype(k.dtype)
         return {
             "kernel_distance": kernel_distance(k, k0),

@@ -98,3 +98,50 @@ def test_a_second_process_loads_its_programs_from_the_cache_even_for_new_data(tm
     assert other["hits"] == again["hits"] and other["loss"] != first["loss"]
     off = run_child("off", task_seed=0)
     assert off["hits"] == 0 and off["cache"] is None
+
+
+LAPACK_CHILD = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+import dynamics as td
+from dynamics import runtime
+x = np.random.default_rng(0).standard_normal((6, 5, 5)).astype(np.float32)
+x = jnp.asarray(x + x.transpose(0, 2, 1))
+f = runtime.unbatched_lapack(lambda m: jnp.linalg.eigvalsh(m))
+text = jax.jit(jax.vmap(f)).lower(x).as_text()  # StableHLO: a loop is a while
+print(json.dumps({"devices": jax.device_count(), "loop": "while" in text,
+                  "equal": bool(jnp.array_equal(jax.jit(jax.vmap(f))(x),
+                                                jax.jit(jax.vmap(jnp.linalg.eigvalsh))(x)))}))
+"""
+
+
+def test_batched_lapack_is_a_loop_only_with_several_cpu_devices():
+    """The deadlock of batched LAPACK calls on several CPU devices (dynamics.runtime):
+    ``unbatched_lapack`` makes ``vmap`` a loop over the batch there, with the same
+    eigenvalues as the batched call (one LAPACK call per matrix either way), and leaves
+    the one-device default untouched."""
+    for devices in ("1", "2"):
+        environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        environ.update(TRAINDYN_CPU_DEVICES=devices, TRAINDYN_COMPILATION_CACHE="off",
+                       JAX_PLATFORMS="cpu")
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(LAPACK_CHILD)],
+                             env=environ, capture_output=True, text=True, check=True,
+                             timeout=300)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got == {"devices": int(devices), "loop": devices == "2", "equal": True}
+
+
+@pytest.mark.slow
+def test_the_main_job_finishes_on_two_cpu_devices(tmp_path):
+    """The main job on two CPU devices (``TRAINDYN_CPU_DEVICES=2``): before
+    ``unbatched_lapack`` its kernel observables' batched ``eigvalsh`` deadlocked XLA's
+    intra-op pool and it never returned (240 s at 0% of the sweep); it takes about 20 s."""
+    environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    environ.update(TRAINDYN_CPU_DEVICES="2", TRAINDYN_COMPILATION_CACHE="off",
+                   JAX_PLATFORMS="cpu")
+    main = ("import sys; from experiments.cli import main; "
+            "sys.exit(main(['run', 'lazy-rich', '--preset', 'quick', '--out', sys.argv[1]]))")
+    subprocess.run([sys.executable, "-c", main, str(tmp_path)], env=environ,
+                   capture_output=True, text=True, check=True, timeout=600)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["passed"], summary

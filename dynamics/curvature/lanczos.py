@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from dynamics import runtime
+
 WHICH = ("largest", "smallest")
 
 
@@ -124,7 +126,8 @@ def tridiagonal_matrix(alphas, betas):
 
 def ritz(tri: Tridiagonal):
     """``(theta (m,) ascending, Y (m, m), residuals (m,))`` of the Lanczos tridiagonal."""
-    theta, y = jnp.linalg.eigh(tridiagonal_matrix(tri.alphas, tri.betas))
+    eigh = runtime.unbatched_lapack(lambda m: jnp.linalg.eigh(m))
+    theta, y = eigh(tridiagonal_matrix(tri.alphas, tri.betas))
     return theta, y, jnp.abs(tri.betas[-1] * y[-1, :])
 
 
