@@ -14,7 +14,7 @@ from dynamics import runtime
 
 def test_cpu_devices_only_when_asked_and_the_users_flags_kept(monkeypatch):
     monkeypatch.setattr(runtime, "_backends_started", lambda: False)
-    # nothing by default: one CPU device (a sharded CPU program calling LAPACK deadlocks)
+    # nothing by default: one CPU device (dynamics.runtime says why)
     env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
     assert runtime.cpu_devices(env) is None
     assert env == {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
