@@ -31,6 +31,7 @@ own initialisation by a low-rank one (random or aligned).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -60,14 +61,14 @@ def low_rank_weight(key, shape, rank: int, norm: float, basis=None, dtype=jnp.fl
     if basis is None:
         g = jax.random.normal(key, shape, dtype)
         u, s, vt = runtime.unbatched_lapack(
-            lambda m: jnp.linalg.svd(m, full_matrices=False))(g)
+            functools.partial(jnp.linalg.svd, full_matrices=False))(g)
         w = (u[:, :rank] * s[:rank]) @ vt[:rank]
         return norm * w / jnp.linalg.norm(s[:rank])
     basis = jnp.asarray(basis, dtype)
     if basis.shape != (shape[0], rank):
         raise ValueError(f"basis must have shape (n_in, rank) = {(shape[0], rank)}, got "
                          f"{tuple(basis.shape)}")
-    q, r = runtime.unbatched_lapack(lambda m: jnp.linalg.qr(m))(
+    q, r = runtime.unbatched_lapack(jnp.linalg.qr)(
         jax.random.normal(key, (shape[1], rank), dtype))
     q = q * jnp.sign(jnp.diagonal(r))  # Haar-distributed orthonormal columns
     return norm / np.sqrt(rank) * basis @ q.T

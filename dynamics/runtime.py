@@ -14,9 +14,9 @@ disk, and CPU devices when asked for.
   thread running one device's program inside such a call, nothing is left to run the
   split work and the process hangs, every thread idle (seen in gdb: each ``tf_XLAEigen``
   thread in ``lapack_ssyevd_ffi``, waiting in ``jax::ParallelBatchMap``). The engine's
-  LAPACK calls inside runs therefore go through ``unbatched_lapack``. A device count already in the user's ``XLA_FLAGS`` is
-  kept, and nothing changes once JAX's backends have started (import traindyn first).
-  Accelerator devices are not affected.
+  LAPACK calls inside runs therefore go through ``unbatched_lapack``. A device count
+  already in the user's ``XLA_FLAGS`` is kept, and nothing changes once JAX's backends
+  have started (import traindyn first). Accelerator devices are not affected.
 * **The persistent compilation cache.** JAX's cache of compiled programs on disk
   (``jax_compilation_cache_dir``), so that a second process running the same programs
   loads them instead of compiling; with the data as program arguments
@@ -80,12 +80,15 @@ def cpu_devices(environ=os.environ) -> int | None:
 
 
 def unbatched_lapack(fn):
-    """``fn`` (a function of arrays that calls LAPACK, e.g. ``jnp.linalg.eigh``) whose
-    ``vmap`` is a loop over the batch when the process has several CPU devices (the
-    deadlock of batched LAPACK calls, module doc), and ``fn`` itself otherwise. Decided
-    when traced; the results are the same either way (one LAPACK call per matrix)."""
+    """``fn`` (a function of positional arrays that calls LAPACK, e.g.
+    ``jnp.linalg.eigh``) whose ``vmap`` is a loop over the batch when the process has
+    several CPU devices (the deadlock of batched LAPACK calls, module doc), and ``fn``
+    itself otherwise. Decided when traced; the results are the same either way (one
+    LAPACK call per matrix)."""
     if jax.default_backend() == "cpu" and jax.device_count() > 1:
-        return jax.custom_batching.sequential_vmap(fn)
+        # through a lambda: sequential_vmap takes every parameter of ``fn`` for an array,
+        # and ``jnp.linalg`` functions have keyword options (eigvalsh's UPLO="L")
+        return jax.custom_batching.sequential_vmap(lambda *arrays: fn(*arrays))
     return fn
 
 

@@ -170,7 +170,7 @@ class KernelObservables(Observable):
     def update(self, ctx, k0):
         k = self._kernel(ctx, ctx.params)
         k = (k + k.T) / 2
-        eig = runtime.unbatched_lapack(lambda m: jnp.linalg.eigvalsh(m))(k)[::-1]
+        eig = runtime.unbatched_lapack(jnp.linalg.eigvalsh)(k)[::-1]
         y = self._targets(ctx, self.probe_size).astype(k.dtype)
         return {
             "kernel_distance": kernel_distance(k, k0),

@@ -107,7 +107,7 @@ import dynamics as td
 from dynamics import runtime
 x = np.random.default_rng(0).standard_normal((6, 5, 5)).astype(np.float32)
 x = jnp.asarray(x + x.transpose(0, 2, 1))
-f = runtime.unbatched_lapack(lambda m: jnp.linalg.eigvalsh(m))
+f = runtime.unbatched_lapack(jnp.linalg.eigvalsh)
 text = jax.jit(jax.vmap(f)).lower(x).as_text()  # StableHLO: a loop is a while
 print(json.dumps({"devices": jax.device_count(), "loop": "while" in text,
                   "equal": bool(jnp.array_equal(jax.jit(jax.vmap(f))(x),

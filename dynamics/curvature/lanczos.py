@@ -126,8 +126,8 @@ def tridiagonal_matrix(alphas, betas):
 
 def ritz(tri: Tridiagonal):
     """``(theta (m,) ascending, Y (m, m), residuals (m,))`` of the Lanczos tridiagonal."""
-    eigh = runtime.unbatched_lapack(lambda m: jnp.linalg.eigh(m))
-    theta, y = eigh(tridiagonal_matrix(tri.alphas, tri.betas))
+    theta, y = runtime.unbatched_lapack(jnp.linalg.eigh)(
+        tridiagonal_matrix(tri.alphas, tri.betas))
     return theta, y, jnp.abs(tri.betas[-1] * y[-1, :])
 
 
