@@ -75,6 +75,7 @@ from experiments.bench.timing import time_calls
 from experiments.common import loglog_slope
 from kernels import dmft
 from kernels.dmft import deep
+from kernels.dmft.solve import default_tol
 
 LR = 0.5  # two-layer runs
 LR_DEEP = 0.1  # depth >= 2 (lr = 0.5 makes the deep linear network diverge at small P)
@@ -196,8 +197,9 @@ def _deep_times(cfg, seed):
     x, y, _ = _data(n_train, seed)
     model = _model(depth, "tanh")
     ng = (steps + 1) * (n_train)
+    tol = default_tol("monte_carlo", s)  # the full size's; the counts below use it too
     out = {"depth": depth, "n_train": n_train, "steps": steps, "samples": s,
-           "window": cfg["window"], "activation": "tanh", "tol": 1e-6, "dtype": "float64",
+           "window": cfg["window"], "activation": "tanh", "tol": tol, "dtype": "float64",
            "multiply_adds_per_iteration": float(s * ng**3 * (2 * depth - 2) / 2)}
     rows = []
     for t in cfg["monte_carlo_steps"]:
@@ -228,7 +230,8 @@ def _deep_times(cfg, seed):
     for t in cfg["count_steps"]:
         ds, seconds, per = _solve_clocked(model, x, y, lr=LR_DEEP, steps=t,
                                           solver="monte_carlo", samples=cfg["count_samples"],
-                                          seed=seed, window=cfg["window"], mc_error=False)
+                                          seed=seed, window=cfg["window"], mc_error=False,
+                                          tol=tol)
         counts.append({"steps": t, "samples": cfg["count_samples"],
                        "windows": _windows(t, cfg["window"]),
                        "iterations": int(ds.attrs["iterations"]),
