@@ -37,6 +37,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from dynamics import runtime
 from dynamics.losses import split
 from dynamics.observables import Observable
 
@@ -55,7 +56,7 @@ def nc1(h, onehot):
     """``tr(Sigma_W Sigma_B^+) / K`` (module doc)."""
     means, mu_g, sigma_w = class_statistics(h, onehot)
     mbar = (means - mu_g).T                                         # (d, K)
-    pinv = jnp.linalg.pinv(mbar)                                    # (K, d)
+    pinv = runtime.unbatched_lapack(jnp.linalg.pinv)(mbar)         # (K, d)
     return jnp.trace(pinv @ sigma_w @ pinv.T)
 
 

@@ -14,8 +14,8 @@
 and the log points per chunk of the outer loop (``Plan``).
 
 Strategy (``"auto"``): ``vmap`` on accelerators (its runs axis sharded over their
-devices) and for small runs on the CPU (sharded over the CPU devices: one unless
-``TRAINDYN_CPU_DEVICES`` asks for one per core, ``dynamics.runtime``); ``loop`` for one run and, on the CPU, once a run's steps are large
+devices) and for small runs on the CPU (sharded over the CPU devices: one per core,
+``dynamics.runtime``); ``loop`` for one run and, on the CPU, once a run's steps are large
 enough to keep a core busy by themselves: there XLA's batched matmul (about half the rate
 of a plain one on the CPU) makes a vmap lose to single runs, which the loop places on the
 CPU devices in turn so that every core runs its own. The size of a step is XLA's own count

@@ -1,22 +1,26 @@
-"""What traindyn sets up in the process when it is imported: compiled programs cached on
-disk, and CPU devices when asked for.
+"""What traindyn sets up in the process when it is imported: one CPU device per core, and
+compiled programs cached on disk.
 
-* **CPU devices, on request.** XLA's CPU backend is one device, which uses every core
-  through its own thread pool. ``TRAINDYN_CPU_DEVICES=<n>`` (or ``=cores``) adds
-  ``--xla_force_host_platform_device_count=<n>`` to ``XLA_FLAGS`` before JAX starts its
-  backends, and a sweep's runs are then spread over the devices (``dynamics.planning``
+* **One CPU device per core.** XLA's CPU backend is one device, which runs a program on
+  every core through its own thread pool; small programs (the steps of a sweep's runs)
+  cannot keep more than one core busy that way. traindyn therefore adds
+  ``--xla_force_host_platform_device_count=<cores>`` to ``XLA_FLAGS`` before JAX starts
+  its backends, and a sweep's runs are spread over the devices (``dynamics.planning``
   places a ``vmap`` part's runs on a mesh over them, or the single runs of the ``loop``
-  strategy on the devices in turn). It is not the default yet: the whole test suite and
-  the speed of sweeps have not been measured with it since the hang below was avoided.
+  strategy on the devices in turn); a single large program (one run, a DMFT solve) still
+  uses every core through the pool. ``TRAINDYN_CPU_DEVICES=<n>`` asks for ``n`` devices
+  instead (``1``: XLA's single device; ``cores``, the default: one per core). A device
+  count already in the user's ``XLA_FLAGS`` is kept, and nothing changes once JAX's
+  backends have started (import traindyn first). Accelerator devices are not affected.
+  Measured on 2 cores (``traindyn bench sweep``): a 32-run sweep of width-256 MLPs is
+  1.51x a loop of single runs with two devices, 1.03x with one.
   With jaxlib 0.10.2 a batched LAPACK call (``jnp.linalg.eigvalsh`` of 12 runs per
   device, as the kernel observables of the main job make) splits its batch over XLA's
   intra-op thread pool and waits for it from a thread of that pool; with every pool
   thread running one device's program inside such a call, nothing is left to run the
   split work and the process hangs, every thread idle (seen in gdb: each ``tf_XLAEigen``
   thread in ``lapack_ssyevd_ffi``, waiting in ``jax::ParallelBatchMap``). The engine's
-  LAPACK calls inside runs therefore go through ``unbatched_lapack``. A device count
-  already in the user's ``XLA_FLAGS`` is kept, and nothing changes once JAX's backends
-  have started (import traindyn first). Accelerator devices are not affected.
+  LAPACK calls inside runs therefore go through ``unbatched_lapack``.
 * **The persistent compilation cache.** JAX's cache of compiled programs on disk
   (``jax_compilation_cache_dir``), so that a second process running the same programs
   loads them instead of compiling; with the data as program arguments
@@ -56,11 +60,9 @@ def cores() -> int:
 
 
 def cpu_devices(environ=os.environ) -> int | None:
-    """Add the CPU devices asked for by ``TRAINDYN_CPU_DEVICES`` to ``XLA_FLAGS`` (module
-    doc); returns the count set, or None when nothing was changed."""
-    wanted = environ.get("TRAINDYN_CPU_DEVICES", "").strip().lower()
-    if not wanted:
-        return None
+    """Add one CPU device per core, or as many as ``TRAINDYN_CPU_DEVICES`` asks for, to
+    ``XLA_FLAGS`` (module doc); returns the count set, or None when nothing was changed."""
+    wanted = environ.get("TRAINDYN_CPU_DEVICES", "").strip().lower() or "cores"
     if wanted == "cores":
         count = cores()
     else:
@@ -73,7 +75,7 @@ def cpu_devices(environ=os.environ) -> int | None:
             raise ValueError(f"TRAINDYN_CPU_DEVICES must be a positive integer or 'cores', "
                              f"got {wanted!r}")
     flags = environ.get("XLA_FLAGS", "")
-    if DEVICE_FLAG in flags or count is None or count <= 1 or _backends_started():
+    if DEVICE_FLAG in flags or count <= 1 or _backends_started():
         return None
     environ["XLA_FLAGS"] = f"{flags} {DEVICE_FLAG}={count}".strip()
     return count

@@ -1,5 +1,6 @@
-"""What traindyn sets up when it is imported (dynamics.runtime): CPU devices only when
-asked for, the user's XLA_FLAGS respected, and the persistent compilation cache."""
+"""What traindyn sets up when it is imported (dynamics.runtime): one CPU device per core
+unless asked otherwise, the user's XLA_FLAGS respected, and the persistent compilation
+cache."""
 
 import json
 import os
@@ -12,18 +13,18 @@ import pytest
 from dynamics import runtime
 
 
-def test_cpu_devices_only_when_asked_and_the_users_flags_kept(monkeypatch):
+def test_cpu_devices_one_per_core_by_default_and_the_users_flags_kept(monkeypatch):
     monkeypatch.setattr(runtime, "_backends_started", lambda: False)
-    # nothing by default: one CPU device (dynamics.runtime says why)
-    env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
-    assert runtime.cpu_devices(env) is None
-    assert env == {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
-    env["TRAINDYN_CPU_DEVICES"] = "cores"
-    count = runtime.cpu_devices(env)
-    assert count == len(os.sched_getaffinity(0))
-    if count > 1:
-        assert env["XLA_FLAGS"] == (f"--xla_backend_optimization_level=0 "
-                                    f"--xla_force_host_platform_device_count={count}")
+    cores = len(os.sched_getaffinity(0))
+    for asked in ({}, {"TRAINDYN_CPU_DEVICES": "cores"}):  # the default is one per core
+        env = {"XLA_FLAGS": "--xla_backend_optimization_level=0", **asked}
+        count = runtime.cpu_devices(env)
+        if cores > 1:
+            assert count == cores
+            assert env["XLA_FLAGS"] == (f"--xla_backend_optimization_level=0 "
+                                        f"--xla_force_host_platform_device_count={cores}")
+        else:  # one core: XLA's single device, the flags untouched
+            assert count is None and env["XLA_FLAGS"] == "--xla_backend_optimization_level=0"
     # the user's own device count is kept, and so is the rest of their flags
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3", "TRAINDYN_CPU_DEVICES": "2"}
     assert runtime.cpu_devices(env) is None
@@ -88,7 +89,7 @@ def test_a_second_process_loads_its_programs_from_the_cache_even_for_new_data(tm
     cache = tmp_path / "cache"
     first = run_child(cache, task_seed=0)
     assert first["hits"] == 0 and first["cache"] == str(cache)
-    assert first["devices"] == 1  # one CPU device unless asked for (dynamics.runtime)
+    assert first["devices"] == len(os.sched_getaffinity(0))  # one CPU device per core
     assert any(cache.iterdir())  # programs were written
     again = run_child(cache, task_seed=0)
     # every program of the sweep comes from the cache: the same results, no compile
@@ -101,17 +102,31 @@ def test_a_second_process_loads_its_programs_from_the_cache_even_for_new_data(tm
 
 
 LAPACK_CHILD = """
-import json
+import json, re
 import jax, jax.numpy as jnp, numpy as np
 import dynamics as td
 from dynamics import runtime
+from dynamics.curvature import trace
+from dynamics.observables_collapse import nc1
 x = np.random.default_rng(0).standard_normal((6, 5, 5)).astype(np.float32)
 x = jnp.asarray(x + x.transpose(0, 2, 1))
 f = runtime.unbatched_lapack(jnp.linalg.eigvalsh)
 text = jax.jit(jax.vmap(f)).lower(x).as_text()  # StableHLO: a loop is a while
+def batched_lapack(fn, *args):  # LAPACK custom calls of vmap(fn) with a batched operand
+    text = jax.jit(jax.vmap(fn)).lower(*args).as_text()
+    return [line for line in text.splitlines()
+            if "lapack" in line and re.search(r"[(]tensor<6x", line)]
+# the engine's in-run LAPACK calls: Hutch++'s QR, neural collapse's pseudo-inverse
+hutch = lambda a: trace.hutch_plus_plus(lambda v: a @ v, jnp.zeros(5), jax.random.PRNGKey(0),
+                                        samples=6).estimate
+onehot = jnp.eye(3)[jnp.arange(12) % 3]
+h = jnp.asarray(np.random.default_rng(1).standard_normal((6, 12, 4)), jnp.float32)
 print(json.dumps({"devices": jax.device_count(), "loop": "while" in text,
                   "equal": bool(jnp.array_equal(jax.jit(jax.vmap(f))(x),
-                                                jax.jit(jax.vmap(jnp.linalg.eigvalsh))(x)))}))
+                                                jax.jit(jax.vmap(jnp.linalg.eigvalsh))(x))),
+                  "batched": {"eigvalsh": bool(batched_lapack(jnp.linalg.eigvalsh, x)),
+                              "hutch++": bool(batched_lapack(hutch, x)),
+                              "nc1": bool(batched_lapack(lambda a: nc1(a, onehot), h))}}))
 """
 
 
@@ -119,7 +134,7 @@ def test_batched_lapack_is_a_loop_only_with_several_cpu_devices():
     """The deadlock of batched LAPACK calls on several CPU devices (dynamics.runtime):
     ``unbatched_lapack`` makes ``vmap`` a loop over the batch there, with the same
     eigenvalues as the batched call (one LAPACK call per matrix either way), and leaves
-    the one-device default untouched."""
+    a single device (``TRAINDYN_CPU_DEVICES=1``) untouched."""
     for devices in ("1", "2"):
         environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         environ.update(TRAINDYN_CPU_DEVICES=devices, TRAINDYN_COMPILATION_CACHE="off",
@@ -128,7 +143,11 @@ def test_batched_lapack_is_a_loop_only_with_several_cpu_devices():
                              env=environ, capture_output=True, text=True, check=True,
                              timeout=300)
         got = json.loads(out.stdout.strip().splitlines()[-1])
+        batched = got.pop("batched")
         assert got == {"devices": int(devices), "loop": devices == "2", "equal": True}
+        # a plain batched call is seen batched; the engine's calls are only on one device
+        assert batched == {"eigvalsh": True, "hutch++": devices == "1",
+                           "nc1": devices == "1"}
 
 
 @pytest.mark.slow

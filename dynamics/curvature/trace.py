@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dynamics import runtime
 from dynamics.curvature.lanczos import flat_operator, small_dtype
 
 
@@ -70,7 +71,7 @@ def hutch_plus_plus(matvec: Callable, like, key, *, samples: int = 12) -> TraceE
     s = rademacher(k_s, (third, n), flat.dtype)
     g = rademacher(k_g, (third, n), flat.dtype)
     sketch = jax.lax.map(flat_matvec, s)  # rows: (A S)^T
-    q, _ = jnp.linalg.qr(sketch.T)  # (n, third), orthonormal columns
+    q, _ = runtime.unbatched_lapack(jnp.linalg.qr)(sketch.T)  # (n, third), orthonormal
     aq = jax.lax.map(flat_matvec, q.T)  # rows: (A Q)^T
     top = jnp.sum(q.T.astype(tdt) * aq.astype(tdt))
     g_perp = g - (g @ q) @ q.T

@@ -18,9 +18,9 @@ included).
 It also measures
 
 * ``cores``: the issue's sweep of 32 runs (depth-2 tanh MLP, width 256, 256 digits, 200
-  steps) against a loop of ``td.run`` calls, on this process's CPU devices (one unless
-  ``TRAINDYN_CPU_DEVICES`` asks for more, ``dynamics.runtime``), and its fraction of the
-  matmul rate;
+  steps) against a loop of ``td.run`` calls, on this process's CPU devices (one per core
+  unless ``TRAINDYN_CPU_DEVICES`` says otherwise, ``dynamics.runtime``), and its fraction
+  of the matmul rate;
 * ``compile_cache``: the README's main job in two processes sharing a fresh persistent
   compilation cache: the compile seconds of each;
 * ``data_as_arguments``: on a 10,000-example task, the HLO text size and the compile time
@@ -176,8 +176,9 @@ def bench_case(label: str, spec: td.Spec, n_runs: int, repeats: int, seed: int) 
 
 def bench_cores(n_runs: int, steps: int, width: int, repeats: int, seed: int) -> dict:
     """A sweep of ``n_runs`` (depth-2 tanh MLP, 256 digits, full batch) against a loop of
-    ``td.run`` calls, with this process's CPU devices (one unless
-    ``TRAINDYN_CPU_DEVICES`` asks for more, ``dynamics.runtime``): the time ratio, and the sweep's fraction of the matmul rate."""
+    ``td.run`` calls, with this process's CPU devices (one per core unless
+    ``TRAINDYN_CPU_DEVICES`` says otherwise, ``dynamics.runtime``): the time ratio, and
+    the sweep's fraction of the matmul rate."""
     task = td.tasks.digits(n_train=256, n_test=128, loss="mse", seed=seed)
     spec = mlp_spec(task, width, steps, seed)
     times = best_times({
