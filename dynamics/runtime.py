@@ -8,7 +8,8 @@ compiled programs cached on disk.
   its backends, and a sweep's runs are spread over the devices (``dynamics.planning``
   places a ``vmap`` part's runs on a mesh over them, or the single runs of the ``loop``
   strategy on the devices in turn); a single large program (one run, a DMFT solve) still
-  uses every core through the pool. ``TRAINDYN_CPU_DEVICES=<n>`` asks for ``n`` devices
+  uses every core through the pool (one DMFT iteration at ``T = 20``, ``S = 1000``: 0.78 s
+  with two devices, 0.88 s with one). ``TRAINDYN_CPU_DEVICES=<n>`` asks for ``n`` devices
   instead (``1``: XLA's single device; ``cores``, the default: one per core). A device
   count already in the user's ``XLA_FLAGS`` is kept, and nothing changes once JAX's
   backends have started (import traindyn first). Accelerator devices are not affected.
@@ -20,7 +21,10 @@ compiled programs cached on disk.
   thread running one device's program inside such a call, nothing is left to run the
   split work and the process hangs, every thread idle (seen in gdb: each ``tf_XLAEigen``
   thread in ``lapack_ssyevd_ffi``, waiting in ``jax::ParallelBatchMap``). The engine's
-  LAPACK calls inside runs therefore go through ``unbatched_lapack``.
+  LAPACK calls inside runs (Lanczos' and the kernel observables' eigensolvers, Hutch++'s
+  QR, the low-rank SVD and QR, neural collapse's pseudo-inverse) therefore go through
+  ``unbatched_lapack`` (``tests/test_runtime.py`` checks Hutch++'s and neural
+  collapse's lowered programs for batched LAPACK calls).
 * **The persistent compilation cache.** JAX's cache of compiled programs on disk
   (``jax_compilation_cache_dir``), so that a second process running the same programs
   loads them instead of compiling; with the data as program arguments
