@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics.checks import check_float
 from kernels.dmft import deep, two_layer
 from kernels.dmft.common import to_dataset
 from kernels.dmft.problem import make_problem
@@ -110,9 +111,8 @@ def solve(model, x_train, y_train, *, lr: float, steps: int, log_every: int = 1,
             raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping!r}")
-    if tol is not None and not (isinstance(tol, (int, float, np.floating))
-                                and not isinstance(tol, bool) and tol > 0):
-        raise ValueError(f"tol must be a number > 0 (or None: the default), got {tol!r}")
+    if tol is not None:
+        tol = check_float("tol", tol, 0.0, low_open=True)
     chosen = _pick(solver, problem)
     if tol is None:
         tol = default_tol(chosen, samples)
