@@ -19,11 +19,13 @@ once an iteration's change has been computed); every ratio is taken in one proce
   accelerator one iteration is measured at full size; on a CPU it is not (hours), and the
   time per iteration is measured at ``T`` in ``monte_carlo_steps`` (same ``L``, ``P``,
   ``S``) and extrapolated to ``T = 100`` with the fitted exponent (reported as an estimate,
-  with how it was made). The iteration count is measured on complete solves at small
-  ``T`` with fewer samples and scaled by the number of causal windows
-  ``ceil((T+1)/window)``: the equations are causal in time, so within a window the
-  iteration (a deterministic map: the noise is fixed) reaches its fixed point after a
-  nearly fixed number of iterations, whatever ``S``.
+  with how it was made). The iteration counts are measured on complete solves at small
+  ``T`` with fewer samples, per window of the causal continuation (``ceil((T+1)/window)``
+  windows): the equations are causal in time, so within a window the iteration (a
+  deterministic map: the noise is fixed) reaches the window's tolerance after a nearly
+  fixed number of iterations, whatever ``S``; the last window, which iterates to the
+  final ``tol``, takes more. The solve's estimate adds, per window, its iterations times
+  the time of one on the window's own grid (``kernels.dmft.deep.window_sizes``).
 
 (b) ``versus_network``: the two-layer case of (a) at ``S = dmft_samples`` against a
 ``dynamics.sweep`` of finite networks (same spec, float64 like the solver). The reference
@@ -235,22 +237,31 @@ def _deep_times(cfg, seed):
         counts.append({"steps": t, "samples": cfg["count_samples"],
                        "windows": _windows(t, cfg["window"]),
                        "iterations": int(ds.attrs["iterations"]),
+                       "window_iterations": json.loads(ds.attrs["window_iterations"]),
                        "converged": bool(ds.attrs["converged"]),
                        "seconds_with_compile": seconds,
                        "median_seconds_per_iteration": float(np.median(per))})
-    per_window = (sum(c["iterations"] for c in counts) / sum(c["windows"] for c in counts))
+    last_window = float(np.mean([c["window_iterations"][-1] for c in counts]))
+    earlier = [i for c in counts for i in c["window_iterations"][:-1]]
+    earlier = float(np.mean(earlier)) if earlier else last_window  # one window each
     full_windows = _windows(steps, cfg["window"])
+    sizes = deep.window_sizes(steps + 1, n_train, deep.window_bounds(steps + 1, full_windows))
     out["iterations"] = {
         "measured_at_smaller_steps": counts,
-        "iterations_per_window": per_window,
-        "full_size": {"iterations": per_window * full_windows, "windows": full_windows,
-                      "how": "estimated: iterations per window at the smaller T times the "
-                             "full problem's windows"},
+        "per_earlier_window": earlier, "last_window": last_window,
+        "full_size": {"iterations": earlier * (full_windows - 1) + last_window,
+                      "windows": full_windows, "window_sizes": sizes,
+                      "how": "estimated: the mean iterations of the earlier windows and of "
+                             "the last at the smaller T"},
     }
+    full = per_iter["full_size"]["seconds"]
+    # an iteration on a window's grid of ``size`` steps, at the fitted exponent
+    on_grid = [full * (size / (steps + 1)) ** exponent for size in sizes]
     out["full_size_solve_seconds"] = {
-        "seconds": per_iter["full_size"]["seconds"] * out["iterations"]["full_size"][
-            "iterations"],
-        "how": "estimate: full-size seconds per iteration times the estimated iterations"}
+        "seconds": earlier * sum(on_grid[:-1]) + last_window * on_grid[-1],
+        "how": "estimate: the iterations of each window times the seconds of an iteration "
+               "on its grid (the full size's, scaled by the fitted exponent), compiles "
+               "excluded"}
     return out
 
 
@@ -525,6 +536,8 @@ def main(quick: bool = False, seed: int = 0) -> dict:
         "deep_monte_carlo_full_size_how": deep["per_iteration"]["full_size"]["how"],
         "deep_monte_carlo_iterations_full_size_estimate":
             deep["iterations"]["full_size"]["iterations"],
+        "deep_monte_carlo_solve_seconds_full_size_estimate":
+            deep["full_size_solve_seconds"]["seconds"],
         "one_iteration": {k: iteration["measured"][0].get(k) for k in (
             "steps", "causal_seconds", "jacfwd_seconds", "matmul_2048_seconds",
             "causal_over_matmul", "jacfwd_over_causal", "largest_relative_gap")},

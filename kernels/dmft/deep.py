@@ -62,6 +62,16 @@ from kernels.dmft.common import activation_pair, causal_root, psd_sqrt, relative
 # 1e-3, 36 with 1e-2, the three answers within 8e-7 of each other
 WINDOW_TOL = 1e-2
 
+# the grid points a window's own grid is rounded up to a multiple of (``window_sizes``):
+# every distinct size is one more compile, so the sizes are few. Measured in one solve at
+# L = 3, P = 10, T = 100, S = 1000 (float64, 2-core CPU): grids of 20 / 40 / 60 / 80
+# steps compiled in about 25 / 33 / 58 / 67 s, and an iteration on them took 0.3-2 /
+# 7-12 / 15-23 / 40-50 s, growing with the window's horizon; on the whole grid (101
+# steps, compiled in about 90 s) 79-84 s at a horizon of 84, where the solve ran every
+# window before it had grids of their own. Grids under 200 points compile for longer
+# than their iterations take, so there is one size below that.
+SIZE_QUANTUM_POINTS = 200
+
 # grid rows (steps x examples) per block, the leaves of the recursion of the causal
 # responses: one iteration at L = 3, P = 10, T = 20, S = 1000 on an idle 2-core CPU took
 # 1.21 / 1.15 / 1.12 / 1.17 s with blocks of 2 / 4 / 6 / 8 steps (one step: 1.32 s)
@@ -186,7 +196,7 @@ def _sample_solver(activation, t1, n):
 
 
 def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
-                          horizon=None):
+                          horizon=None, weights=None):
     r"""Sums over samples of the Jacobians ``d g / d u`` (kind ``"u"``) and
     ``d phi(h) / d r`` (kind ``"r"``) of the causal fields of one layer, by a recursive
     forward substitution in time (B&P 2022 eq. 8, the response functions ``A``, ``B``).
@@ -219,7 +229,8 @@ def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
     ``jax.jacfwd`` through the scan, in another order (round-off). With ``horizon``
     (traced: one compile for every window of the causal continuation) a second half that
     starts at or after it is not solved: every block that starts at or after the horizon
-    is returned as zeros. Returns ``{kind: (N_g, N_g)}``."""
+    is returned as zeros. ``weights`` ``(B,)``: the samples' weights in the sums (0 for
+    padding; default 1), as the unit tangents' sizes. Returns ``{kind: (N_g, N_g)}``."""
     _, dphi_fn = activation_pair(activation)
     ng, samples = h.shape
     k = len(kinds)
@@ -227,6 +238,8 @@ def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
     d1 = dphi_fn(h).reshape(ng, samples, 1, 1)
     d2 = (jax.jvp(dphi_fn, (h,), (jnp.ones_like(h),))[1] * z).reshape(ng, samples, 1, 1)
     unit = jnp.eye(n, dtype=dtype)[:, None, :]  # (rows, samples, columns) of one step
+    if weights is not None:  # the tangents are linear in the unit inputs: weighted sums
+        unit = unit * weights[None, :, None]
 
     def product(m, x):  # (rows, q) @ (q, samples, kinds, columns)
         return jnp.einsum("iq,qbkc->ibkc", m, x)
@@ -305,10 +318,11 @@ def _causal_response_sums(h, z, mh, mz, kinds, *, activation, t1, n, block,
     return solve_range(0, -(-t1 // block), None, None, False)[0]
 
 
-def _jacfwd_response_sums(fields, u, r, kinds):
+def _jacfwd_response_sums(fields, u, r, kinds, weights):
     """The reference for ``_causal_response_sums``: dense ``jax.jacfwd`` through the
-    per-sample scan, summed over the samples of ``u``, ``r`` ``(B, N_g)`` (a tangent per
-    grid point carried through all ``T+1`` steps; about ``6x`` the flops)."""
+    per-sample scan, summed over the samples of ``u``, ``r`` ``(B, N_g)`` with
+    ``weights`` ``(B,)`` (a tangent per grid point carried through all ``T+1`` steps;
+    about ``6x`` the flops)."""
     argnums = tuple(("u", "r").index(kind) for kind in kinds)
 
     def one(u_, r_):
@@ -316,7 +330,8 @@ def _jacfwd_response_sums(fields, u, r, kinds):
         # jac[output][argnum]: d phi/d r for kind r, d g/d u for kind u
         return {kind: jac[1 if kind == "u" else 0][i] for i, kind in enumerate(kinds)}
 
-    return jax.tree_util.tree_map(lambda x: x.sum(0), jax.vmap(one)(u, r))
+    return jax.tree_util.tree_map(lambda x: jnp.einsum("bij,b->ij", x, weights),
+                                  jax.vmap(one)(u, r))
 
 
 def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma,
@@ -353,24 +368,28 @@ def _mc_layer(eps_u, eps_r, eps_rho, mh, mz, cov_u, cov_r, *, l, L, gamma, sigma
         total["rho"] = jax.jvp(lambda r_: jax.vmap(fields)(u_all, r_)[0], (r_all,),
                                (jnp.ones_like(r_all),))[1].sum(0)
 
-    def chunk(u, r, h, z):  # the responses summed over a chunk of samples (B, N_g)
+    def chunk(u, r, h, z, w):  # the responses summed over a chunk of samples (B, N_g)
         if responses == "jacfwd":
-            return _jacfwd_response_sums(fields, u, r, kinds)
+            return _jacfwd_response_sums(fields, u, r, kinds, w)
         return _causal_response_sums(h.T, z.T, mh3.reshape(ng, ng), mz3.reshape(ng, ng),
                                      kinds, activation=activation, t1=t1, n=n, block=block,
-                                     horizon=horizon)
+                                     horizon=horizon, weights=w)
 
     s = u_all.shape[0]
     if kinds:
-        chunks = s // batch
-        per_sample = (u_all, r_all, h, z)
+        # the samples padded to whole chunks (copies of the first, weight 0): one compiled
+        # chunk, where a remainder would compile the recursion a second time
+        size = min(batch, s)
+        chunks = -(-s // size)
+        pad = chunks * size - s
+        weights = jnp.concatenate([jnp.ones(s, dtype), jnp.zeros(pad, dtype)])
+        per_sample = [jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, ng))])
+                      for x in (u_all, r_all, h, z)]
         sums = jax.lax.scan(
             lambda acc, x: (jax.tree_util.tree_map(jnp.add, acc, chunk(*x)), None),
             {kind: jnp.zeros((ng, ng), dtype) for kind in kinds},
-            [x[: chunks * batch].reshape(chunks, batch, ng) for x in per_sample])[0]
-        if chunks * batch < s:  # the remainder
-            sums = jax.tree_util.tree_map(
-                jnp.add, sums, chunk(*(x[chunks * batch:] for x in per_sample)))
+            [x.reshape(chunks, size, ng) for x in per_sample]
+            + [weights.reshape(chunks, size)])[0]
         if "r" in kinds:
             total["a"] = sums["r"]
         if "u" in kinds:
@@ -457,10 +476,69 @@ def iteration_arguments(problem, dtype, *, solver, damping, batch):
     return args, kw
 
 
+def window_bounds(t1, windows):
+    """The horizon (in steps) of each of ``windows`` windows of the causal continuation."""
+    return [int(np.ceil(t1 * (w + 1) / windows)) for w in range(windows)]
+
+
+def window_sizes(t1, n, bounds, quantum_points=SIZE_QUANTUM_POINTS):
+    """The static number of steps each window of the causal continuation is solved on:
+    its horizon rounded up to a multiple of ``ceil(quantum_points / n)`` steps, or all
+    ``t1`` steps when that leaves less than half a multiple out (one compile per
+    distinct size; ``SIZE_QUANTUM_POINTS`` says why the multiple)."""
+    q = max(1, -(-quantum_points // n))
+    sizes = []
+    for h in bounds:
+        size = min(t1, -(-h // q) * q)
+        sizes.append(t1 if 2 * (t1 - size) < q else size)
+    return sizes
+
+
+def _truncate(tree, size, n):
+    """The order parameters (or the noise) of the first ``size`` steps: exact, as the
+    equations at step ``t`` read steps ``<= t`` only and the causal drives' Cholesky factor
+    on the first steps is the leading block of the whole one (``causal_root``)."""
+    if tree is None:
+        return None
+    m = size * n
+    out = {}
+    for key, x in tree.items():
+        if key == "f":
+            out[key] = x[:size]
+        elif key in ("u", "r"):  # noise (L, S, N_g)
+            out[key] = x[..., :m]
+        elif key == "rho":
+            out[key] = x
+        else:  # (L, N_g, N_g)
+            out[key] = x[:, :m, :m]
+    return out
+
+
+def _extend(state, size, n):
+    """``state``, solved on its first steps, continued to ``size`` steps as if its fields
+    stopped moving after its last step: ``Phi``, ``G`` and ``f`` repeat that step's (a
+    covariance of the continued fields, positive semi-definite like the ``gamma = 0``
+    start, whose rows are all alike), the responses are zero beyond it."""
+    old = state["f"].shape[0]
+    if size == old:
+        return state
+    steps = np.minimum(np.arange(size), old - 1)
+    grid = (steps[:, None] * n + np.arange(n)[None]).ravel()
+    out = {"f": state["f"][steps]}
+    for key in ("phi", "g"):
+        out[key] = state[key][:, grid][:, :, grid]
+    for key in ("a", "b"):
+        x = state[key]
+        out[key] = jnp.zeros(x.shape[:1] + (size * n, size * n), x.dtype).at[
+            :, :old * n, :old * n].set(x)
+    return out
+
+
 def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, windows=1,
-        progress=None):
+        progress=None, quantum_points=SIZE_QUANTUM_POINTS):
     """Iterate to self-consistency. Returns ``(state, info)`` with ``iterations``,
-    ``converged``, ``change`` (last) and ``history`` of changes.
+    ``converged``, ``change`` (last), ``history`` of changes, ``sizes`` (the steps each
+    window was solved on) and ``window_iterations``.
 
     Causal continuation: the equations at step ``t`` involve order parameters at steps
     ``<= t`` only, so the solution on ``[0, t_w]`` does not depend on later steps. With
@@ -470,27 +548,34 @@ def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, 
     ``tol``. Early iterations then never see a far-off, unstable guess of the late errors.
     The last window iterates every row again, so the answer is the fixed point of the
     whole problem to ``tol`` whatever the earlier windows' tolerance: they only make its
-    start. Within a window the responses
-    (the cost) are solved up to its horizon only (``_causal_response_sums``; later rows
-    start the next window at zero, like the ``gamma = 0`` start), so the windows together
-    cost about a quarter of as many iterations on the whole grid."""
+    start. Each window is solved on a grid of its own: the first ``window_sizes`` steps
+    (its horizon rounded up), exact by causality (``_truncate``), so a window's
+    iteration costs about ``(size/(T+1))^3`` of a full one; within it the responses are
+    solved up to the horizon only (``_causal_response_sums``). A larger grid starts its
+    new steps from the previous grid's last (``_extend``)."""
     p = problem
     args, kw = iteration_arguments(p, dtype, solver=solver, damping=damping, batch=batch)
     history = []
     converged = False
-    t1 = p.steps + 1
-    bounds = [int(np.ceil(t1 * (w + 1) / windows)) for w in range(windows)]
+    t1, n = p.steps + 1, p.n
+    bounds = window_bounds(t1, windows)
+    sizes = window_sizes(t1, n, bounds, quantum_points)
+    window_iterations = []
     # JAX's CPU LAPACK (the Cholesky factors of the drives) runs on the BLAS library's
     # threads, which spin-wait for each other: with another process on the cores that
     # stalled it by up to 100x, and one thread is fast whatever the load (XLA's own
     # products keep their threads).
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
-        for w, horizon in enumerate(bounds):
+        for w, (horizon, size) in enumerate(zip(bounds, sizes)):
             last = w == len(bounds) - 1
             window_tol = tol if last else max(tol, WINDOW_TOL)
             converged = False
+            # the first window takes the start's first steps; a larger grid continues the
+            # last one's solution (``_extend``)
+            state = _truncate(state, size, n) if w == 0 else _extend(state, size, n)
+            sub_noise = _truncate(noise, size, n)
             while len(history) < max_iter:
-                state, change = iterate(state, noise, *args, horizon, **kw)
+                state, change = iterate(state, sub_noise, *args, horizon, **{**kw, "t1": size})
                 change = float(change)
                 history.append(change)
                 if progress is not None:
@@ -500,10 +585,13 @@ def run(problem, state, noise, *, solver, dtype, damping, tol, max_iter, batch, 
                 if change < window_tol:
                     converged = last
                     break
+            window_iterations.append(len(history) - sum(window_iterations))
             if not (history and np.isfinite(history[-1])):
                 break
+    state = _extend(state, t1, n)  # stopped early (max_iter, divergence) on a smaller grid
     return state, {"iterations": len(history), "converged": converged,
-                   "change": history[-1] if history else float("nan"), "history": history}
+                   "change": history[-1] if history else float("nan"), "history": history,
+                   "sizes": sizes, "window_iterations": window_iterations}
 
 
 def equal_time(state, problem):

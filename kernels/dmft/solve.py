@@ -79,7 +79,8 @@ def solve(model, x_train, y_train, *, lr: float, steps: int, log_every: int = 1,
     (``method="flow"``, ``substeps`` GD steps of ``lr/substeps`` per step; default 8).
 
     Returns an ``xarray.Dataset`` on ``step = 0, log_every, ..., steps`` (see
-    ``kernels.dmft``), with attrs ``solver``, ``iterations``, ``converged``, ``change`` and
+    ``kernels.dmft``), with attrs ``solver``, ``iterations`` (and ``window_iterations``,
+    per window of the causal continuation), ``converged``, ``change`` and
     the Monte Carlo error estimates ``mc_error_loss`` / ``mc_error_feature_kernel`` (the
     largest relative gap to the solution with half the samples; 0 for the closed form).
     That estimate has the order of the error, not a bound: for a depth-4 tanh network at
@@ -91,7 +92,8 @@ def solve(model, x_train, y_train, *, lr: float, steps: int, log_every: int = 1,
     later call accepts as ``warm_start`` (same problem shape, e.g. a smaller ``gamma0``).
     ``samples`` (``S``), ``seed``, ``damping``, ``tol``, ``max_iter``, ``batch`` (samples
     per vectorised chunk of the Jacobians) and ``window`` (GD steps added per stage of the
-    causal continuation in time, ``kernels.dmft.deep.run``) tune the iterative solvers.
+    causal continuation in time, each stage solved on the grid of its own horizon,
+    ``kernels.dmft.deep.run``) tune the iterative solvers.
     Undamped iteration (``damping=1``) converges within each window of a few steps; lower
     ``damping`` or ``window`` if it does not. ``tol`` (the largest relative change of the
     last iteration) defaults to ``1e-6`` for ``deep_linear`` and to ``1e-2 S^{-1/2}`` (at
@@ -160,6 +162,8 @@ def solve(model, x_train, y_train, *, lr: float, steps: int, log_every: int = 1,
                  "iterations": int(info["iterations"]), "converged": int(info["converged"]),
                  "change": float(info["change"]),
                  "change_history": json.dumps([float(c) for c in info["history"]]),
+                 "window_iterations": json.dumps([int(i) for i in
+                                                  info.get("window_iterations", [])]),
                  "seconds": round(seconds, 3), **errors}
         if chosen in ("deep_linear", "monte_carlo") and not info["converged"]:
             warnings.warn(f"DMFT ({chosen}) did not converge in {info['iterations']} "
