@@ -268,8 +268,10 @@ def _deep_times(cfg, seed):
 def full_solve(cfg, seed):
     """A complete ``monte_carlo`` solve of ``cfg`` (``depth``, ``n_train``, ``steps``,
     ``samples``, ``window``; tanh, ``mc_error=False``), timed after a warm-up call with
-    ``max_iter=1`` that compiles: wall seconds, iterations, convergence and the median time
-    per iteration (the paper-scale solve, measured where the machine allows it)."""
+    ``max_iter=1`` that compiles the first window's grid (the larger grids of later
+    windows, ``kernels.dmft.deep.window_sizes``, compile within the timed solve, as they
+    do for a user): wall seconds, iterations, convergence and the median time per
+    iteration (the paper-scale solve, measured where the machine allows it)."""
     x, y, _ = _data(cfg["n_train"], seed)
     model = _model(cfg["depth"], "tanh")
     kw = dict(lr=LR_DEEP, steps=cfg["steps"], solver="monte_carlo", samples=cfg["samples"],

@@ -65,8 +65,8 @@ WINDOW_TOL = 1e-2
 # the grid points a window's own grid is rounded up to a multiple of (``window_sizes``):
 # every distinct size is one more compile, so the sizes are few. Measured in one solve at
 # L = 3, P = 10, T = 100, S = 1000 (float64, 2-core CPU): grids of 20 / 40 / 60 / 80
-# steps compiled in about 25 / 33 / 58 / 67 s, and an iteration on them took 0.3-2 /
-# 7-12 / 15-23 / 40-50 s, growing with the window's horizon; on the whole grid (101
+# steps compiled in about 25 / 33 / 58 / 67 s, and an iteration on them took 0.2-2.3 /
+# 7-15 / 15-25 / 37-59 s, growing with the window's horizon; on the whole grid (101
 # steps, compiled in about 90 s) 79-84 s at a horizon of 84, where the solve ran every
 # window before it had grids of their own. Grids under 200 points compile for longer
 # than their iterations take, so there is one size below that.
